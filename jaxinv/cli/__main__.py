@@ -1,0 +1,5 @@
+import sys
+
+from jaxinv.cli import main
+
+sys.exit(main())
