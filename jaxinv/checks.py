@@ -35,7 +35,8 @@ def check_shape(x, name: str, expected: Sequence[int | None], layout: str = "") 
 
 def check_floating(x, name: str) -> None:
   """Refuses integer/bool arrays where real numbers are expected."""
-  dt = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+  # Not getattr(x, "dtype", np.asarray(x).dtype): the default is evaluated eagerly and fails on tracers.
+  dt = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
   if not np.issubdtype(dt, np.floating):
     raise TypeError(f"{name}: expected a floating-point array, got dtype {dt}")
 
