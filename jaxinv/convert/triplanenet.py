@@ -1,0 +1,147 @@
+"""TriPlaneNet weights: the tri-plane offset U-Net and the released TriPlaneNet (v1) checkpoint.
+
+Upstream names of ``TriPlane_Encoder`` (``models/encoders/triplane_encoders.py``): the IR-SE trunk
+(``input_layer.*`` with 6 input channels, ``body.i.*``), then
+
+===========================================  ==========================================
+``up{k}.conv.double_conv.0.*``               ``up{k}/conv/bn`` (BatchNorm of the input)
+``up{k}.conv.double_conv.{1,3}.weight/bias`` ``up{k}/conv/conv{1,2}``
+``up{k}.conv.double_conv.{2,4,5}.weight``    ``up{k}/conv/prelu{1,2,3}``
+``final_head.{0,2,4}.weight/bias``           ``final_conv{1,2,3}``
+``final_head.{1,3}.weight``                  ``final_prelu{1,2}``
+===========================================  ==========================================
+
+The released checkpoint (``training/coach.py``) is ``{'state_dict', 'opts', 'best_val_loss',
+'step', 'triplane_optimizer', 'psp_optimizer'}`` with ``state_dict`` keys ``psp_encoder.*`` (the
+pSp ``GradualStyleEncoder``, 14 styles), ``triplanenet_encoder.*`` and ``decoder.*`` (the EG3D
+generator it was trained with). ``latent_avg`` is not in it: TriPlaneNet reads it, with the
+generator's constructor kwargs, from its ``eg3d_ffhq`` checkpoint (``{'G_ema', 'init_kwargs',
+'latent_avg'}``); ``load_eg3d_checkpoint`` reads that file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping, NamedTuple
+
+import numpy as np
+
+from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio
+from jaxinv.convert.irse import (combine_variables, convert_bn, convert_irse_body,
+                                 convert_irse_input_layer, convert_prelu)
+from jaxinv.convert.psp import load_encoder_from_state_dict, normalize_latent_avg, split_prefix
+from jaxinv.nn.irse import irse50_units
+
+# (input channels of the DoubleConv = skip + shuffled, output channels) for up1..up4.
+_UP_CHANNELS = ((1024, 512), (384, 384), (224, 256), (128, 96))
+
+
+def _conv(t: KeyTracker, key: str, shape) -> dict:
+  return {"kernel": conv_oihw_to_hwio(t.take(f"{key}.weight", shape)),
+          "bias": t.take(f"{key}.bias", (shape[0],))}
+
+
+def convert_triplane_encoder(sd: Mapping[str, Any],
+                             what: str = "TriPlaneNet TriPlane_Encoder state dict") -> dict:
+  """``TriPlane_Encoder`` state dict (no prefix) -> variables of ``TriPlaneEncoder``."""
+  if "input_layer.0.weight" not in sd or "final_head.4.weight" not in sd:
+    raise ValueError(f"{what}: not a TriPlane_Encoder state dict (needs 'input_layer.0.weight' and "
+                     f"'final_head.4.weight'; first keys: {', '.join(list(sd)[:5])})")
+  in_ch = int(np.shape(sd["input_layer.0.weight"])[1])
+  t = KeyTracker(sd, what)
+  sub = {"input_layer": convert_irse_input_layer(t, "", in_ch),
+         "body": convert_irse_body(t, "", irse50_units())}
+  for k, (cin, cout) in enumerate(_UP_CHANNELS, start=1):
+    d = f"up{k}.conv.double_conv"
+    bn_p, bn_s = convert_bn(t, f"{d}.0", cin)
+    params = {"bn": bn_p,
+              "conv1": _conv(t, f"{d}.1", (cout, cin, 3, 3)),
+              "prelu1": convert_prelu(t, f"{d}.2", cout),
+              "conv2": _conv(t, f"{d}.3", (cout, cout, 3, 3)),
+              "prelu2": convert_prelu(t, f"{d}.4", cout),
+              "prelu3": convert_prelu(t, f"{d}.5", cout)}
+    sub[f"up{k}"] = {"params": {"conv": params}, "batch_stats": {"conv": {"bn": bn_s}}}
+  sub["final_conv1"] = {"params": _conv(t, "final_head.0", (96, 24, 3, 3))}
+  sub["final_prelu1"] = {"params": convert_prelu(t, "final_head.1", 96)}
+  sub["final_conv2"] = {"params": _conv(t, "final_head.2", (96, 96, 3, 3))}
+  sub["final_prelu2"] = {"params": convert_prelu(t, "final_head.3", 96)}
+  sub["final_conv3"] = {"params": _conv(t, "final_head.4", (96, 96, 1, 1))}
+  t.finish()
+  return combine_variables(sub)
+
+
+def load_triplane_encoder_from_state_dict(sd: Mapping[str, Any]):
+  """(model, variables) of the offset U-Net; the tree is checked against the model."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxinv.models.encoders.triplanenet import TriPlaneEncoder
+  sd = {k: np.asarray(v) for k, v in sd.items()}
+  variables = convert_triplane_encoder(sd)
+  model = TriPlaneEncoder(in_ch=int(sd["input_layer.0.weight"].shape[1]))
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, 256, 256, model.in_ch)))
+  check_tree_matches(template, variables, "TriPlaneEncoder variables")
+  return model, variables
+
+
+class TriPlaneNetCheckpoint(NamedTuple):
+  """A converted TriPlaneNet (v1) checkpoint.
+
+  ``decoder_state_dict`` holds the embedded EG3D generator's weights (EG3D names, no prefix) for
+  ``jaxinv.convert.eg3d.from_state_dict`` together with the EG3D checkpoint's ``init_kwargs``.
+  """
+  psp_model: Any
+  psp_variables: dict
+  triplane_model: Any
+  triplane_variables: dict
+  decoder_state_dict: dict
+  opts: dict
+
+
+def load_checkpoint(path_or_obj) -> TriPlaneNetCheckpoint:
+  """Converts TriPlaneNet's released ``.pt`` (or the dict ``torch.load`` returns, numpy tensors).
+
+  Raises:
+    ValueError: not a TriPlaneNet v1 checkpoint (v2's 9-channel encoder is refused by name).
+  """
+  from jaxinv.convert import torchfile
+  ck = path_or_obj if isinstance(path_or_obj, Mapping) else torchfile.load(path_or_obj)
+  what = os.fspath(path_or_obj) if isinstance(path_or_obj, (str, os.PathLike)) else "checkpoint"
+  if not isinstance(ck, Mapping) or "state_dict" not in ck:
+    raise ValueError(f"{what}: expected a TriPlaneNet training checkpoint with a 'state_dict'")
+  sd = ck["state_dict"]
+  psp_sd = split_prefix(sd, "psp_encoder.", ignore=("triplanenet_encoder.", "decoder."), what=what)
+  tri_sd = split_prefix(sd, "triplanenet_encoder.", ignore=("psp_encoder.", "decoder."), what=what)
+  if "final_head_two.0.weight" in tri_sd:
+    raise ValueError(f"{what}: this is a TriPlaneNet v2 checkpoint (final_head_two, 9-channel "
+                     "input); only v1 is supported")
+  psp_model, psp_vars = load_encoder_from_state_dict(psp_sd, "GradualStyleEncoder")
+  tri_model, tri_vars = load_triplane_encoder_from_state_dict(tri_sd)
+  dec = {k[len("decoder."):]: np.asarray(v) for k, v in sd.items() if k.startswith("decoder.")}
+  return TriPlaneNetCheckpoint(psp_model, psp_vars, tri_model, tri_vars, dec,
+                               dict(ck.get("opts") or {}))
+
+
+def load_eg3d_checkpoint(path_or_obj, n_styles: int = 14):
+  """TriPlaneNet's ``eg3d_ffhq`` file -> ``(G_ema state dict, init_kwargs, latent_avg [n, 512])``."""
+  from jaxinv.convert import torchfile
+  ck = path_or_obj if isinstance(path_or_obj, Mapping) else torchfile.load(path_or_obj)
+  missing = [k for k in ("G_ema", "init_kwargs", "latent_avg") if k not in ck]
+  if missing:
+    raise ValueError(f"EG3D checkpoint: missing entries {missing} (expected TriPlaneNet's "
+                     "eg3d_ffhq file with G_ema, init_kwargs and latent_avg)")
+  sd = {k: np.asarray(v) for k, v in ck["G_ema"].items()}
+  return sd, dict(ck["init_kwargs"]), normalize_latent_avg(ck["latent_avg"], n_styles)
+
+
+def reference_triplanenet_offsets(sd: Mapping[str, np.ndarray], **config) -> Callable:
+  """Kind ``triplanenet_offsets``: ``f(x_input [B,256,256,6]) -> offsets [B,3,256,256,32]``."""
+  import jax
+  if config:
+    raise ValueError(f"triplanenet_offsets takes no config, got {sorted(config)}")
+  model, variables = load_triplane_encoder_from_state_dict(sd)
+
+  @jax.jit
+  def f(x_input):
+    return model.apply(variables, x_input)
+  return f
