@@ -18,13 +18,13 @@ import sys
 import numpy as np
 
 
-def test_images() -> dict:
+def test_images(faces=None) -> dict:
   """name -> uint8 [H, W, 3]: the photos the parity test runs (built the same way there)."""
   import pathlib
   import skimage.data
   from PIL import Image
   here = pathlib.Path(__file__).resolve()
-  faces = here.parents[3] / "shared" / "fixtures" / "faces"
+  faces = pathlib.Path(faces) if faces else here.parents[3] / "shared" / "fixtures" / "faces"
   out = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee()}
   for f in ("goae_1.jpg", "goae_11.jpg", "triplanenet_example.png"):
     out[f] = np.asarray(Image.open(faces / f).convert("RGB"))
