@@ -32,7 +32,6 @@ def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
     jaxinv.preprocess.mtcnn.NoFaceError: no face found (a ``ValueError``).
   """
   from jaxinv.preprocess import pipeline
-  crop, c, info = pipeline.preprocess_image(
-      image, output_size=output_size, min_confidence=min_confidence, include_roll=include_roll,
-      refine=refine, weights_path=weights_path)
-  return (crop, c, info) if return_info else (crop, c)
+  return pipeline.preprocess(image, output_size=output_size, min_confidence=min_confidence,
+                             include_roll=include_roll, refine=refine, weights_path=weights_path,
+                             return_info=return_info)

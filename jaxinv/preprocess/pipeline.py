@@ -92,6 +92,16 @@ def preprocess_image(image, *, output_size: int = 512, min_confidence: float = 0
   return crop, est.c, info
 
 
+def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
+               include_roll: bool = True, refine=None, weights_path=None,
+               return_info: bool = False):
+  """``(crop, c)`` or ``(crop, c, info)``: the body of ``jaxinv.preprocess`` (see ``jaxinv.api``)."""
+  crop, c, info = preprocess_image(image, output_size=output_size, min_confidence=min_confidence,
+                                   include_roll=include_roll, refine=refine,
+                                   weights_path=weights_path)
+  return (crop, c, info) if return_info else (crop, c)
+
+
 def list_images(folder) -> list[pathlib.Path]:
   folder = pathlib.Path(folder)
   if not folder.is_dir():
