@@ -292,10 +292,13 @@ class TriPlaneGenerator(nn.Module):
     return jnp.transpose(x.reshape(b, h, w, 3, PLANE_CHANNELS), (0, 3, 1, 2, 4))
 
   def synthesis(self, ws, c, resolution: int, noise_mode="const", draws=None, key=None):
+    return self.render_planes(self.planes(ws, noise_mode), ws, c, resolution, draws, key)
+
+  def render_planes(self, planes, ws, c, resolution: int, draws=None, key=None):
+    """Neural rendering of ``planes`` + superresolution styled by ``ws[:, -1]``."""
     cfg = self.config
     b = ws.shape[0]
     origins, dirs = rays_from_label(c, resolution)
-    planes = self.planes(ws, noise_mode)
     feats, depth, wsum = render(planes, lambda f, d: self.decoder(f, d), origins, dirs,
                                 cfg.render_options, key=key, draws=draws)
     r = resolution
@@ -359,6 +362,16 @@ def _synthesis_fn(config: EG3DConfig, resolution: int, noise_mode: str):
     k_render, k_noise = _split_key(key, noise_mode)
     return m.apply(params, ws, c, resolution, noise_mode, draws, k_render,
                    method=TriPlaneGenerator.synthesis, rngs=_rngs(k_noise, noise_mode))
+  return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def _render_planes_fn(config: EG3DConfig, resolution: int):
+  m = _module(config)
+
+  def fn(params, planes, ws, c, key, draws):
+    return m.apply(params, planes, ws, c, resolution, draws, key,
+                   method=TriPlaneGenerator.render_planes)
   return jax.jit(fn)
 
 
@@ -503,6 +516,25 @@ class EG3DGenerator:
     return _synthesis_fn(self.config, r, noise_mode)(
         self.params, jnp.asarray(ws, jnp.float32), jnp.asarray(c, jnp.float32), key,
         _resolve_draws(draws))
+
+  def render_planes(self, planes, ws, c, *, key=None, draws=None,
+                    neural_rendering_resolution=None):
+    """``synthesis`` from given tri-planes (e.g. planes plus predicted offsets).
+
+    Args:
+      planes: [B, 3, 256, 256, 32]; ws: [B, num_ws, w_dim] (the SR uses ``ws[:, -1]``); c: [B, 25].
+      key, draws, neural_rendering_resolution: as in :meth:`synthesis`.
+    Returns: the same dict as :meth:`synthesis`.
+    """
+    self._check_ws(ws)
+    _check_c(c, np.shape(ws)[0])
+    checks.check_shape(planes, "planes", (np.shape(ws)[0], 3, None, None, PLANE_CHANNELS),
+                       f"[B, 3, H, W, {PLANE_CHANNELS}]")
+    checks.check_finite(planes, "planes")
+    r = self._resolution(neural_rendering_resolution)
+    return _render_planes_fn(self.config, r)(
+        self.params, jnp.asarray(planes, jnp.float32), jnp.asarray(ws, jnp.float32),
+        jnp.asarray(c, jnp.float32), key, _resolve_draws(draws))
 
   def __call__(self, z, c, *, truncation_psi=1.0, truncation_cutoff=None, key=None, draws=None,
                neural_rendering_resolution=None, noise_mode="const"):
