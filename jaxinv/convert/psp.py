@@ -233,7 +233,7 @@ def load_checkpoint(path_or_obj, encoder_type: str | None = None) -> EncoderChec
   if not isinstance(ck, Mapping) or "state_dict" not in ck:
     raise ValueError(f"{what}: expected a training checkpoint with a 'state_dict' entry")
   opts = dict(ck.get("opts") or {})
-  etype = encoder_type or opts.get("encoder_type") or PSP
+  etype = _canonical_type(encoder_type or opts.get("encoder_type") or PSP)
   sd = split_prefix(ck["state_dict"], "encoder.", ignore=("decoder.", "latent_avg"), what=what)
   model, variables = load_encoder_from_state_dict(sd, etype)
   n = model.n_styles
@@ -241,7 +241,7 @@ def load_checkpoint(path_or_obj, encoder_type: str | None = None) -> EncoderChec
   if la is None and "latent_avg" in ck["state_dict"]:
     la = ck["state_dict"]["latent_avg"]
   la = None if la is None else normalize_latent_avg(la, n, f"{what}: latent_avg")
-  return EncoderCheckpoint(_canonical_type(etype), model, variables, la, opts)
+  return EncoderCheckpoint(etype, model, variables, la, opts)
 
 
 # ----------------------------------------------------------------- reference conformance kinds
@@ -275,3 +275,40 @@ def reference_preim3d_wplus(sd: Mapping[str, np.ndarray], n_styles: int | None =
   if config:
     raise ValueError(f"preim3d_wplus takes only n_styles, got {sorted(config)}")
   return _reference(WPLUS, sd, n_styles)
+
+
+# ------------------------------------------------------------------------ native round trip
+
+NATIVE_KIND = "psp_encoder"
+
+
+def save_native_encoder(path, ck: EncoderCheckpoint) -> None:
+  """Writes a converted checkpoint as a jaxinv native ``.npz`` (no pickle, nothing executable)."""
+  from jaxinv.convert.common import save_native
+  config = {"encoder_type": ck.encoder_type, "n_styles": ck.model.n_styles, "in_ch": ck.model.in_ch}
+  tree = {"variables": ck.variables}
+  if ck.latent_avg is not None:
+    tree["latent_avg"] = ck.latent_avg
+  save_native(path, NATIVE_KIND, config, tree)
+
+
+def load_native_encoder(path) -> EncoderCheckpoint:
+  """Reads what ``save_native_encoder`` wrote (``opts`` comes back empty)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxinv.convert.common import load_native
+  _, config, tree = load_native(path, expect_kind=NATIVE_KIND)
+  model = build_encoder(config["encoder_type"], int(config["n_styles"]), int(config["in_ch"]))
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, 256, 256, model.in_ch)))
+  check_tree_matches(template, tree["variables"], f"{path}: encoder variables")
+  return EncoderCheckpoint(config["encoder_type"], model, tree["variables"],
+                           tree.get("latent_avg"), {})
+
+
+def convert_file(src, dst, encoder_type: str | None = None) -> EncoderCheckpoint:
+  """``jaxinv convert psp|e4e|preim3d SRC.pt DST.npz``: released checkpoint -> native file."""
+  ck = load_checkpoint(src, encoder_type)
+  save_native_encoder(dst, ck)
+  return ck

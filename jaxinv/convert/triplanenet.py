@@ -145,3 +145,33 @@ def reference_triplanenet_offsets(sd: Mapping[str, np.ndarray], **config) -> Cal
   def f(x_input):
     return model.apply(variables, x_input)
   return f
+
+
+NATIVE_KIND = "triplanenet"
+
+
+def convert_file(src, dst, eg3d_checkpoint=None) -> TriPlaneNetCheckpoint:
+  """``jaxinv convert triplanenet SRC.pt DST.npz [--eg3d eg3d_ffhq.pt]``.
+
+  Stores both encoders and, when TriPlaneNet's EG3D file is given, its ``latent_avg``. The
+  generator itself is converted with ``jaxinv convert eg3d``.
+  """
+  from jaxinv.convert.common import save_native
+  ck = load_checkpoint(src)
+  tree = {"psp": ck.psp_variables, "triplane": ck.triplane_variables}
+  if eg3d_checkpoint is not None:
+    tree["latent_avg"] = load_eg3d_checkpoint(eg3d_checkpoint, ck.psp_model.n_styles)[2]
+  save_native(dst, NATIVE_KIND, {"n_styles": ck.psp_model.n_styles,
+                                 "triplane_in_ch": ck.triplane_model.in_ch}, tree)
+  return ck
+
+
+def load_native(path):
+  """``(psp_model, triplane_model, params)`` from ``convert_file``'s output; ``params`` is the
+  ``{'psp', 'triplane', 'latent_avg'?}`` dict ``jaxinv.inversion.triplanenet.forward`` takes."""
+  from jaxinv.convert.common import load_native as _load
+  from jaxinv.models.encoders.psp import GradualStyleEncoder
+  from jaxinv.models.encoders.triplanenet import TriPlaneEncoder
+  _, config, tree = _load(path, expect_kind=NATIVE_KIND)
+  return (GradualStyleEncoder(n_styles=int(config["n_styles"])),
+          TriPlaneEncoder(in_ch=int(config["triplane_in_ch"])), tree)

@@ -14,14 +14,18 @@ Two encoders run one after the other (``models/triplanenet.py`` upstream):
 Editing (paper section on editing): ``T_edit = (G(w) + dT) + G(w_edit) - G(w)``, which is
 ``G.planes(w_edit) + dT``: the offsets ride on top of the edited backbone planes.
 
-Generator protocol: ``G.planes(ws) -> [B, 3, H, W, C]`` and
-``G.synthesis(ws, c, *, planes=None, key=None, neural_rendering_resolution=None) -> dict(image, ...)``
-where ``planes`` (when given) replaces the backbone planes (EG3D's ``synthesis`` with
-``triplane_offsets`` added). Images NHWC in [-1, 1]; camera labels ``c [B, 25]``.
+Generator protocol: ``G.planes(ws) -> [B, 3, H, W, C]`` and a render of given planes
+(upstream ``synthesis(..., triplane_offsets=...)``): ``synthesize_planes`` below uses
+``G.synthesis(ws, c, planes=..., key=..., neural_rendering_resolution=...)`` when the generator
+accepts ``planes``, and otherwise, for ``jaxinv.models.eg3d.EG3DGenerator``, runs the generator's
+own decoder, renderer and superresolution on the given planes. Images NHWC in [-1, 1]; camera
+labels ``c [B, 25]``.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +33,8 @@ import jax.numpy as jnp
 from jaxinv import checks
 from jaxinv.ops.pooling import adaptive_avg_pool2d
 from jaxinv.render.camera import mirror_label
+from jaxinv.render.rays import rays_from_label
+from jaxinv.render.renderer import render
 
 ENCODER_RESOLUTION = 256
 
@@ -38,6 +44,39 @@ def pool_to_encoder(image: jax.Array, size: int = ENCODER_RESOLUTION) -> jax.Arr
   if image.shape[1:3] == (size, size):
     return image
   return adaptive_avg_pool2d(image, (size, size))
+
+
+def _eg3d_synthesis_from_planes(mod, ws, c, planes, resolution, key):
+  """``TriPlaneGenerator.synthesis`` with the backbone planes replaced (bound-module method)."""
+  cfg = mod.config
+  b, r = ws.shape[0], resolution
+  origins, dirs = rays_from_label(c, r)
+  feats, depth, wsum = render(planes, lambda f, d: mod.decoder(f, d), origins, dirs,
+                              cfg.render_options, key=key)
+  feature_image = feats.reshape(b, r, r, feats.shape[-1])
+  rgb = feature_image[..., :3]
+  image, rgb_inplace = mod.superresolution(rgb, feature_image, ws,
+                                           noise_mode=cfg.superresolution_noise_mode)
+  image_raw = rgb_inplace if (cfg.inplace_image_raw and rgb_inplace is not None) else rgb
+  return dict(image=image, image_raw=image_raw, image_depth=depth.reshape(b, r, r, 1),
+              feature_image=feature_image, weights_sum=wsum.reshape(b, r, r, 1))
+
+
+def synthesize_planes(G, ws, c, planes, *, key=None, neural_rendering_resolution=None) -> dict:
+  """Renders given tri-planes ``[B, 3, H, W, C]`` with ``G``'s decoder/renderer/superresolution.
+
+  ``ws`` still drives the superresolution network (as upstream). Returns ``G.synthesis``'s dict.
+  """
+  if "planes" in inspect.signature(G.synthesis).parameters:
+    return G.synthesis(ws, c, planes=planes, key=key,
+                       neural_rendering_resolution=neural_rendering_resolution)
+  from jaxinv.models import eg3d
+  if not isinstance(G, eg3d.EG3DGenerator):
+    raise TypeError(f"{type(G).__name__}.synthesis takes no 'planes' and it is not an "
+                    "EG3DGenerator: cannot render tri-plane offsets with it")
+  r = G._resolution(neural_rendering_resolution)
+  return eg3d._module(G.config).apply(G.params, ws, c, planes, r, key,
+                                      method=_eg3d_synthesis_from_planes)
 
 
 def encode_ws(psp_model, psp_variables, latent_avg, x) -> jax.Array:
@@ -90,13 +129,13 @@ def forward(G, psp_model, triplane_model, params: Mapping[str, Any], x, c, *, c_
   offsets = triplane_model.apply(params["triplane"], offset_encoder_input(x, y_hat_initial))
   ws_d = jax.lax.stop_gradient(ws)  # upstream renders the offsets with detached codes
   planes = G.planes(ws_d) + offsets
-  out = G.synthesis(ws_d, c if c_render is None else c_render, planes=planes, key=keys[1], **nrr)
+  out = synthesize_planes(G, ws_d, c if c_render is None else c_render, planes, key=keys[1], **nrr)
   result = {"ws": ws, "y_hat_initial": y_hat_initial, "offsets": offsets, "planes": planes,
             "y_hat": out["image"], "y_hat_resized": pool_to_encoder(out["image"]),
             "depth": out["image_depth"]}
   if mirror:
     cm = mirror_label(c)
-    out_m = G.synthesis(ws_d, cm, planes=planes, key=keys[2], **nrr)
+    out_m = synthesize_planes(G, ws_d, cm, planes, key=keys[2], **nrr)
     result.update(c_mirror=cm, y_hat_mirror=out_m["image"],
                   y_hat_mirror_resized=pool_to_encoder(out_m["image"]))
   return result
@@ -115,5 +154,5 @@ def edit_planes(G, ws, offsets, ws_edit) -> jax.Array:
 def render_edit(G, ws, offsets, ws_edit, c, *, key=None, neural_rendering_resolution=None) -> dict:
   """Renders the edited tri-planes ``edit_planes(...)`` at camera ``c``."""
   planes = edit_planes(G, ws, offsets, ws_edit)
-  return G.synthesis(ws_edit, c, planes=planes, key=key,
-                     neural_rendering_resolution=neural_rendering_resolution)
+  return synthesize_planes(G, ws_edit, c, planes, key=key,
+                           neural_rendering_resolution=neural_rendering_resolution)
