@@ -36,7 +36,7 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
 def _filter(x, g):
   """Separable valid-mode Gaussian filter of every channel of ``x [B, H, W, C]``."""
   c = x.shape[-1]
-  k = jnp.asarray(g)
+  k = jnp.asarray(g, x.dtype)
   kh = jnp.tile(k[:, None, None, None], (1, 1, 1, c))  # HWIO, depthwise
   kw = jnp.tile(k[None, :, None, None], (1, 1, 1, c))
   dn = ("NHWC", "HWIO", "NHWC")
