@@ -30,6 +30,25 @@ def interval_weights(densities, depths, clamp_mode: str = "softplus"):
   return alpha * transmittance
 
 
+def composite(colors, densities, depths, *, white_back: bool = False, clamp_mode: str = "softplus"):
+  """``ray_march`` without the final global depth clamp (depth is +inf where no weight landed).
+
+  Rays are independent here, so this can run on chunks of rays; the caller clamps afterwards.
+  """
+  weights = interval_weights(densities, depths, clamp_mode)
+  colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
+  depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+  rgb = jnp.sum(weights * colors_mid, axis=-2)
+  weight_total = jnp.sum(weights, axis=-2)
+  depth_sum = jnp.sum(weights * depths_mid, axis=-2)
+  # Officially 0/0 = NaN becomes +inf; the inner where keeps the unused branch's gradient finite.
+  ok = weight_total > 0
+  depth = jnp.where(ok, depth_sum / jnp.where(ok, weight_total, 1.0), jnp.inf)
+  if white_back:
+    rgb = rgb + 1 - weight_total
+  return rgb * 2 - 1, depth, weights
+
+
 def ray_march(colors, densities, depths, *, white_back: bool = False, clamp_mode: str = "softplus"):
   """Composites samples along each ray.
 
@@ -41,18 +60,9 @@ def ray_march(colors, densities, depths, *, white_back: bool = False, clamp_mode
     clamp_mode: 'softplus' (the only official mode).
   Returns:
     rgb: [B, M, C] composite mapped to 2x - 1.
-    depth: [B, M, 1] expected depth, clamped to the global depth range.
+    depth: [B, M, 1] expected depth, clamped to the global range of ``depths``.
     weights: [B, M, S-1, 1] per-interval weights.
   """
-  weights = interval_weights(densities, depths, clamp_mode)
-  colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-  depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-  rgb = jnp.sum(weights * colors_mid, axis=-2)
-  weight_total = jnp.sum(weights, axis=-2)
-  depth_sum = jnp.sum(weights * depths_mid, axis=-2)
-  ok = weight_total > 0
-  depth = jnp.where(ok, depth_sum / jnp.where(ok, weight_total, 1.0), jnp.inf)
-  depth = jnp.clip(depth, jnp.min(depths), jnp.max(depths))
-  if white_back:
-    rgb = rgb + 1 - weight_total
-  return rgb * 2 - 1, depth, weights
+  rgb, depth, weights = composite(colors, densities, depths, white_back=white_back,
+                                  clamp_mode=clamp_mode)
+  return rgb, jnp.clip(depth, jnp.min(depths), jnp.max(depths)), weights
