@@ -35,3 +35,48 @@ def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
   return pipeline.preprocess(image, output_size=output_size, min_confidence=min_confidence,
                              include_roll=include_roll, refine=refine, weights_path=weights_path,
                              return_info=return_info)
+
+
+def load_encoder(path, encoder_type: str | None = None):
+  """A released (or converted) image encoder, read without torch and without running the file.
+
+  Recognises pSp / e4e / PREIM3D training checkpoints (``.pt``: ``state_dict`` with ``encoder.*``,
+  ``latent_avg``, ``opts``), TriPlaneNet checkpoints (``psp_encoder.*`` + ``triplanenet_encoder.*``)
+  and the native ``.npz`` files ``jaxinv.convert.psp`` / ``jaxinv.convert.triplanenet`` write.
+
+  Args:
+    path: checkpoint file.
+    encoder_type: for pSp-family files, overrides ``opts['encoder_type']`` (``psp``, ``e4e``,
+      ``preim3d_wplus``).
+  Returns:
+    pSp family: ``EncoderCheckpoint(encoder_type, model, variables, latent_avg, opts)``, used as
+    ``ws = model.apply(variables, x) + latent_avg`` with ``x [B, 256, 256, 3]`` in [-1, 1].
+    TriPlaneNet: ``TriPlaneNetCheckpoint`` (both encoders; see ``jaxinv.inversion.triplanenet``).
+  """
+  from jaxinv.convert import common
+  from jaxinv.convert import psp as psp_convert
+  from jaxinv.convert import torchfile
+  from jaxinv.convert import triplanenet as tpn_convert
+  if common.is_native(path):
+    kind = common.load_native(path)[0]
+    if kind == psp_convert.NATIVE_KIND:
+      return psp_convert.load_native_encoder(path)
+    raise ValueError(f"{path}: a native {kind!r} file, not a pSp-family encoder "
+                     "(TriPlaneNet native files: jaxinv.convert.triplanenet.load_native)")
+  ck = torchfile.load(path)
+  sd = ck.get("state_dict", {}) if isinstance(ck, dict) else {}
+  if any(k.startswith("triplanenet_encoder.") for k in sd):
+    return tpn_convert.load_checkpoint(ck)
+  return psp_convert.load_checkpoint(ck, encoder_type)
+
+
+def load_generator(path, **config_overrides):
+  """An EG3D generator from a native ``.npz``, a network ``.pkl`` or a ``.pt``/``.npz`` state dict.
+
+  State dicts need ``init_kwargs=...`` (the ``TriPlaneGenerator`` constructor kwargs); other keyword
+  arguments override :class:`jaxinv.models.eg3d.EG3DConfig` fields (e.g. ``inplace_image_raw=False``).
+  Nothing in the file is executed and torch is not needed.
+  """
+  from jaxinv.convert import eg3d as eg3d_convert
+  init_kwargs = config_overrides.pop("init_kwargs", None)
+  return eg3d_convert.load(path, init_kwargs, **config_overrides)
