@@ -59,6 +59,13 @@ def test_offsets_parity_with_official():
   assert listed == set(views) | {"feat_c3", "feat_body23", "feat_up1", "feat_up2"}
 
 
+def test_reference_kind_signature():
+  _, sd, _ = encoder_fixture(FIXTURE)
+  f = reference.load("triplanenet_offsets", sd)
+  out = jax.eval_shape(f, jax.ShapeDtypeStruct((2, 256, 256, 6), jnp.float32))
+  assert out.shape == (2, 3, 256, 256, 32) and out.dtype == jnp.float32
+
+
 def test_offsets_to_planes_layout():
   raw = jnp.arange(2 * 4 * 5 * 96, dtype=jnp.float32).reshape(2, 4, 5, 96)
   p = np.asarray(offsets_to_planes(raw))
