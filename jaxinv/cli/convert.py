@@ -29,9 +29,31 @@ def _convert_eg3d(args) -> int:
   return 0
 
 
+def _convert_psp_family(encoder_type):
+  def convert(args) -> int:
+    from jaxinv.convert import psp
+    ck = psp.convert_file(args.input, args.output, encoder_type)
+    la = "with" if ck.latent_avg is not None else "without"
+    print(f"wrote {args.output}: {ck.encoder_type}, {ck.model.n_styles} styles, {la} latent_avg")
+    return 0
+  return convert
+
+
+def _convert_triplanenet(args) -> int:
+  from jaxinv.convert import triplanenet
+  ck = triplanenet.convert_file(args.input, args.output, args.eg3d)
+  note = "with latent_avg" if args.eg3d else "without latent_avg (pass --eg3d eg3d_ffhq.pt)"
+  print(f"wrote {args.output}: TriPlaneNet v1 encoders ({ck.psp_model.n_styles} styles), {note}")
+  return 0
+
+
 # kind -> (converter, one-line help). Other kinds register here with the same signature.
 CONVERTERS = {
     "eg3d": (_convert_eg3d, "EG3D generator: network .pkl, .pt/.npz state dict (+ --init-kwargs)"),
+    "psp": (_convert_psp_family(None), "pSp encoder .pt (encoder_type from the file's opts)"),
+    "e4e": (_convert_psp_family("Encoder4Editing"), "e4e encoder .pt"),
+    "preim3d": (_convert_psp_family(None), "PREIM3D encoder .pt (W+ or e4e, from its opts)"),
+    "triplanenet": (_convert_triplanenet, "TriPlaneNet v1 .pt (+ --eg3d for latent_avg)"),
 }
 
 
@@ -42,6 +64,8 @@ def add_arguments(p) -> None:
   p.add_argument("output", help="destination (jaxinv native .npz)")
   p.add_argument("--init-kwargs", default=None,
                  help="JSON file with the constructor kwargs (needed for bare state dicts)")
+  p.add_argument("--eg3d", default=None,
+                 help="triplanenet: TriPlaneNet's EG3D checkpoint (G_ema, init_kwargs, latent_avg)")
 
 
 def run(args) -> int:
