@@ -147,3 +147,14 @@ def test_converter_errors_name_the_problem():
     cirse.convert_arcface({"net.slice1.0.weight": np.zeros((64, 3, 11, 11), np.float32)})
   wrapped = {f"module.{k}": v for k, v in sd.items()}
   assert cirse.convert_arcface(wrapped)["params"]["body"]["unit_0"]["conv1"]["kernel"].shape == (3, 3, 64, 64)
+
+
+def test_arcface_file_roundtrip(tmp_path):
+  """model_ir_se50.pth (a plain state dict) -> native file -> same variables."""
+  torch = pytest.importorskip("torch")
+  sd, io, model, variables, fwd = _arcface()
+  torch.save({k: torch.from_numpy(np.asarray(a)) for k, a in sd.items()}, tmp_path / "ir.pth")
+  cirse.convert_file(tmp_path / "ir.pth", tmp_path / "ir.npz")
+  _, v2 = cirse.load_native_arcface(tmp_path / "ir.npz")
+  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(v2)):
+    np.testing.assert_array_equal(a, b)

@@ -136,3 +136,26 @@ def test_bad_input_and_wrong_checkpoints():
   bad_scale = dict(sd, **{"scaling_layer.scale": np.ones((1, 3, 1, 1), np.float32)})
   with pytest.raises(ValueError, match="scaling_layer.scale"):
     clp.convert_lpips_module(bad_scale, "alex")
+
+
+def test_cli_converts_published_files(tmp_path):
+  torch = pytest.importorskip("torch")
+  from jaxinv.cli import main
+  rng = np.random.default_rng(0)
+  trunk = _fake_torchvision("alex", rng)
+  lins = {f"lin{k}.model.1.weight": rng.standard_normal((1, c, 1, 1)).astype(np.float32)
+          for k, c in enumerate(lp.tap_channels("alex"))}
+  torch.save({k: torch.from_numpy(a) for k, a in trunk.items()}, tmp_path / "alexnet-owt.pth")
+  torch.save({k: torch.from_numpy(a) for k, a in lins.items()}, tmp_path / "alex.pth")
+  out = tmp_path / "lpips_alex.npz"
+  rc = main(["convert", "lpips-alex", str(tmp_path / "alexnet-owt.pth"), str(out),
+             "--heads", str(tmp_path / "alex.pth")])
+  assert rc in (0, None)
+  net, v = clp.load_native_lpips(out)
+  assert net == "alex"
+  np.testing.assert_array_equal(v["params"]["lin4"], lins["lin4.model.1.weight"].reshape(-1))
+  # A VGG trunk passed as alex is refused with a message, not a traceback.
+  torch.save({k: torch.from_numpy(a) for k, a in _fake_torchvision("vgg", rng).items()},
+             tmp_path / "vgg16.pth")
+  assert main(["convert", "lpips-alex", str(tmp_path / "vgg16.pth"), str(out),
+               "--heads", str(tmp_path / "alex.pth")]) == 1

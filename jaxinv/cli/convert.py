@@ -47,6 +47,22 @@ def _convert_triplanenet(args) -> int:
   return 0
 
 
+def _convert_arcface(args) -> int:
+  from jaxinv.convert import irse
+  irse.convert_file(args.input, args.output)
+  print(f"wrote {args.output}: ArcFace IR-SE-50 (identity loss / ID metric)")
+  return 0
+
+
+def _convert_lpips(net):
+  def convert(args) -> int:
+    from jaxinv.convert import lpips
+    lpips.convert_file(args.input, args.output, net, args.heads)
+    print(f"wrote {args.output}: LPIPS v0.1 {net} (trunk + linear heads)")
+    return 0
+  return convert
+
+
 # kind -> (converter, one-line help). Other kinds register here with the same signature.
 CONVERTERS = {
     "eg3d": (_convert_eg3d, "EG3D generator: network .pkl, .pt/.npz state dict (+ --init-kwargs)"),
@@ -54,6 +70,9 @@ CONVERTERS = {
     "e4e": (_convert_psp_family("Encoder4Editing"), "e4e encoder .pt"),
     "preim3d": (_convert_psp_family(None), "PREIM3D encoder .pt (W+ or e4e, from its opts)"),
     "triplanenet": (_convert_triplanenet, "TriPlaneNet v1 .pt (+ --eg3d for latent_avg)"),
+    "arcface": (_convert_arcface, "ArcFace IR-SE-50 model_ir_se50.pth (identity loss)"),
+    "lpips-alex": (_convert_lpips("alex"), "torchvision alexnet-owt-*.pth (+ --heads alex.pth)"),
+    "lpips-vgg": (_convert_lpips("vgg"), "torchvision vgg16-*.pth (+ --heads vgg.pth)"),
 }
 
 
@@ -66,6 +85,9 @@ def add_arguments(p) -> None:
                  help="JSON file with the constructor kwargs (needed for bare state dicts)")
   p.add_argument("--eg3d", default=None,
                  help="triplanenet: TriPlaneNet's EG3D checkpoint (G_ema, init_kwargs, latent_avg)")
+  p.add_argument("--heads", default=None,
+                 help="lpips-*: the lpips package's weights/v0.1/{alex,vgg}.pth (default: from an "
+                      "installed lpips package)")
 
 
 def run(args) -> int:

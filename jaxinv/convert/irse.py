@@ -195,3 +195,24 @@ def reference_ir_se50_idloss(sd: Mapping[str, np.ndarray], **config):
   def f(x):
     return model.apply(variables, psp_id_preprocess(x))
   return f
+
+
+def convert_file(src, dst, num_layers: int = 50) -> dict:
+  """TreB1eN / pSp ``model_ir_se50.pth`` -> jaxinv native ``.npz`` (kind ``arcface``).
+
+  Read without torch and without running anything in the file. Returns the variables.
+  """
+  from jaxinv.convert import torchfile
+  from jaxinv.convert.common import save_native
+  _, variables = load_arcface(torchfile.load_state_dict(src), num_layers)
+  save_native(dst, "arcface", {"num_layers": num_layers}, variables)
+  return variables
+
+
+def load_native_arcface(path):
+  """(model, variables) from a file written by ``convert_file``."""
+  from jaxinv.convert.common import load_native
+  _, config, variables = load_native(path, expect_kind="arcface")
+  model, template = _arcface_template(config["num_layers"])
+  check_tree_matches(template, variables, f"{path}")
+  return model, variables

@@ -140,3 +140,33 @@ def reference_lpips_alex(sd: Mapping[str, np.ndarray], **config):
 def reference_lpips_vgg(sd: Mapping[str, np.ndarray], **config):
   """Reference kind ``lpips_vgg``: ``f(in0, in1 [B,H,W,3]) -> distance [B]``."""
   return _reference(sd, "vgg", config)
+
+
+def default_heads_path(net: str):
+  """The v0.1 head file shipped inside an installed ``lpips`` package (found without importing it)."""
+  import importlib.util
+  spec = importlib.util.find_spec("lpips")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  path = os.path.join(list(spec.submodule_search_locations)[0], "weights", "v0.1", f"{net}.pth")
+  return path if os.path.exists(path) else None
+
+
+def convert_file(trunk_path, dst, net: str = "alex", heads_path=None) -> dict:
+  """torchvision trunk ``.pth`` + lpips v0.1 heads ``.pth`` -> jaxinv native ``.npz`` (kind ``lpips``)."""
+  from jaxinv.convert.common import save_native
+  heads_path = heads_path or default_heads_path(net)
+  if heads_path is None:
+    raise ValueError(f"no LPIPS heads file given and no installed lpips package to take "
+                     f"weights/v0.1/{net}.pth from (pass --heads {net}.pth)")
+  variables = convert_files(trunk_path, heads_path, net)
+  save_native(dst, "lpips", {"net": net}, variables)
+  return variables
+
+
+def load_native_lpips(path):
+  """(net, variables) from a file written by ``convert_file``."""
+  from jaxinv.convert.common import load_native
+  _, config, variables = load_native(path, expect_kind="lpips")
+  check_tree_matches(lpips_init_template(config["net"]), variables, f"{path}")
+  return config["net"], variables
