@@ -26,11 +26,21 @@ both sigmas are 1.5 (the middle of the range), so results are deterministic.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxinv import checks
+from jaxinv.models.eg3d import PLANE_CHANNELS, EG3DGenerator, TriPlaneGenerator
+from jaxinv.models.encoders.goae import AFA, AFAConfig, GOAEncoder, GOAEncoderConfig
+from jaxinv.nn.synthesis import SynthesisBlock, SynthesisNetwork, block_channels
+from jaxinv.ops.pooling import adaptive_avg_pool2d
+from jaxinv.render.rays import rays_from_label
+from jaxinv.render.renderer import render as render_rays
 
 # GOAE's mask constants (``Net.mix_fusion``).
 BLUR_TAPS = 9
@@ -135,3 +145,271 @@ def mix_triplanes(planes_f, planes_w, mask):
   m = mask[..., None]
   plane0 = m * planes_f[:, 0] + (1.0 - m) * planes_w[:, 0]
   return jnp.concatenate([plane0[:, None], planes_f[:, 1:]], axis=1)
+
+
+# ------------------------------------------------------------------ the split synthesis network
+# GOAE's generator hook: the StyleGAN2 backbone runs up to its 32x32 block, the feature map of
+# that block is replaced, and the remaining blocks continue from it. These helpers rebuild the
+# backbone's blocks exactly as ``SynthesisNetwork`` does and apply them to its parameter subtrees.
+
+SPLIT_RESOLUTION = 32
+
+
+def _blocks(net: SynthesisNetwork):
+  """``(resolution, block, first w index)`` of every synthesis block, in order."""
+  ch = block_channels(net.img_resolution, net.channel_base, net.channel_max)
+  w_idx = 0
+  for res in net.block_resolutions:
+    block = SynthesisBlock(ch[res // 2] if res > 4 else 0, ch[res], w_dim=net.w_dim,
+                           resolution=res, img_channels=net.img_channels,
+                           is_last=(res == net.img_resolution), conv_clamp=net.conv_clamp,
+                           fused_modconv=net.fused_modconv)
+    yield res, block, w_idx
+    w_idx += block.num_conv
+
+
+def _run_blocks(G: EG3DGenerator, ws, x, img, lo: int, hi: int):
+  net = G.config.synthesis_module()
+  params = G.params["params"]["backbone"]["synthesis"]
+  for res, block, w0 in _blocks(net):
+    if lo < res <= hi:
+      n = block.num_conv + block.num_torgb
+      # GOAE runs the generator with noise_mode='const'.
+      x, img = block.apply({"params": params[f"b{res}"]}, x, img, ws[:, w0:w0 + n], "const")
+  return x, img
+
+
+def backbone_head(G: EG3DGenerator, ws, split: int = SPLIT_RESOLUTION):
+  """Backbone blocks up to ``split``: ``(feature_map [B, s, s, C], partial planes image [B, s, s, 96])``.
+
+  Upstream ``synthesis(..., train_forward_1=True)``: ``feature_map`` is the ``x`` output of block
+  ``b32`` (512 channels for the FFHQ generator), the second value the skip-connection image.
+  """
+  return _run_blocks(G, ws, None, None, 0, split)
+
+
+def backbone_tail(G: EG3DGenerator, ws, feature_map, partial, split: int = SPLIT_RESOLUTION):
+  """Remaining blocks from a (possibly replaced) ``feature_map``: planes ``[B, 3, 256, 256, 32]``."""
+  _, img = _run_blocks(G, ws, feature_map, partial, split, 1 << 30)
+  b, h, w, _ = img.shape
+  return jnp.transpose(img.reshape(b, h, w, 3, PLANE_CHANNELS), (0, 3, 1, 2, 4))
+
+
+def _render_method(module: TriPlaneGenerator, planes, ws, c, resolution, key):
+  # TriPlaneGenerator.synthesis with given planes (upstream ``forward_triplane`` /
+  # ``train_forward_2``), returning the rays too (the visibility mask needs them).
+  cfg = module.config
+  b = planes.shape[0]
+  origins, dirs = rays_from_label(c, resolution)
+  feats, depth, wsum = render_rays(planes, lambda f, d: module.decoder(f, d), origins, dirs,
+                                   cfg.render_options, key=key)
+  r = resolution
+  feature_image = feats.reshape(b, r, r, feats.shape[-1])
+  rgb = feature_image[..., :3]
+  image, rgb_inplace = module.superresolution(rgb, feature_image, ws,
+                                              noise_mode=cfg.superresolution_noise_mode)
+  image_raw = rgb_inplace if (cfg.inplace_image_raw and rgb_inplace is not None) else rgb
+  return dict(image=image, image_raw=image_raw, image_depth=depth.reshape(b, r, r, 1),
+              feature_image=feature_image, weights_sum=wsum.reshape(b, r, r, 1),
+              ray_origins=origins, ray_directions=dirs)
+
+
+def render_planes(G: EG3DGenerator, planes, ws, c, *, key=None, neural_rendering_resolution=None):
+  """Renders given tri-planes (pure, traceable): ``G.synthesis`` with the backbone replaced.
+
+  Args:
+    planes: ``[B, 3, 256, 256, 32]``; ws: ``[B, num_ws, w_dim]`` (styles of the superresolution);
+    c: ``[B, 25]``; key: renderer draws (None: deterministic).
+  Returns:
+    dict(image, image_raw, image_depth, feature_image, weights_sum, ray_origins, ray_directions).
+  """
+  r = neural_rendering_resolution or G.config.neural_rendering_resolution
+  return TriPlaneGenerator(G.config).apply(G.params, planes, ws, c, int(r), key,
+                                           method=_render_method)
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class GOAE:
+  """GOAE's trainable parts: configs (static) + variables (pytree leaves).
+
+  Attributes:
+    encoder: ``{'params': ...}`` of ``GOAEncoder(encoder_config)``.
+    afa: ``{'params': ..., 'batch_stats': ...}`` of ``AFA(afa_config)``.
+  """
+  encoder_config: GOAEncoderConfig
+  afa_config: AFAConfig
+  encoder: Any
+  afa: Any
+
+  def tree_flatten(self):
+    return (self.encoder, self.afa), (self.encoder_config, self.afa_config)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    return cls(*aux, *children)
+
+
+def init_goae(key, encoder_config: GOAEncoderConfig = GOAEncoderConfig(),
+              afa_config: AFAConfig = AFAConfig(), image_size: int = 512,
+              feature_size: int = SPLIT_RESOLUTION) -> GOAE:
+  """Randomly initialised GOAE (for training, or tests with small configs)."""
+  k1, k2 = jax.random.split(key)
+  s = encoder_config.swin.img_size
+  # Jitted: an eager init of the full-size modules takes minutes.
+  enc = jax.jit(GOAEncoder(encoder_config).init)(k1, jnp.zeros((1, s, s, 3)))
+  img = jnp.zeros((1, image_size, image_size, 3))
+  fm = jnp.zeros((1, feature_size, feature_size, afa_config.feat_dim))
+  afa = jax.jit(AFA(afa_config).init)(k2, img, img, fm)
+  return GOAE(encoder_config, afa_config, enc, afa)
+
+
+def encode(goae: GOAE, G: EG3DGenerator, x):
+  """``ws = E(x) + w_avg``: x ``[B, S, S, 3]`` (S = encoder size) -> ``[B, num_ws, w_dim]``.
+
+  GOAE has no pose input: the encoder's w+ stands in for ``mapping(z, c)`` and ``w_avg`` is the
+  generator's tracked mean (EG3D's mapping averages over its conditioning poses).
+  """
+  ws = GOAEncoder(goae.encoder_config).apply(goae.encoder, x)["ws"]
+  return ws + G.params["params"]["backbone"]["mapping"]["w_avg"]
+
+
+def _keys(key, n):
+  return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def forward(goae: GOAE, G: EG3DGenerator, image, c, x=None, *, key=None, mask_sigmas=None,
+            neural_rendering_resolution=None) -> dict:
+  """GOAE's ``Net.forward`` (pure, differentiable in ``goae`` and ``G``; see the module docstring).
+
+  Args:
+    image: ``[B, IMG, IMG, 3]`` in [-1, 1] at the generator's output resolution (AFA input).
+    c: ``[B, 25]`` the input view's camera.
+    x: encoder input ``[B, S, S, 3]``; default: ``image`` area-downsampled to S.
+    key: renderer draws and blur sigmas (None: deterministic, sigmas 1.5).
+    mask_sigmas: explicit blur sigmas (overrides the key's draw).
+  Returns:
+    dict(ws, image (refined rendering), image_w (w-only rendering), image_depth, planes (mixed),
+    planes_f, planes_w, mask [B, R, R], feature_map, feature_map_adain, gamma, beta).
+  """
+  if x is None:
+    x = adaptive_avg_pool2d(image, goae.encoder_config.swin.img_size)
+  k_w, k_f, k_mask = _keys(key, 3)
+  nrr = neural_rendering_resolution
+  ws = encode(goae, G, x)
+  feature_map, partial = backbone_head(G, ws)
+  planes_w = backbone_tail(G, ws, feature_map, partial)
+  out_w = render_planes(G, planes_w, ws, c, key=k_w, neural_rendering_resolution=nrr)
+  afa = AFA(goae.afa_config).apply(goae.afa, image, out_w["image"], feature_map)
+  planes_f = backbone_tail(G, ws, afa["feature_map_adain"], partial)
+  out_f = render_planes(G, planes_f, ws, c, key=k_f, neural_rendering_resolution=nrr)
+  mask = visibility_mask(out_f["ray_origins"], out_f["ray_directions"], out_f["image_depth"],
+                         planes_f.shape[2], G.config.render_options.box_warp, key=k_mask,
+                         sigmas=mask_sigmas)
+  return dict(ws=ws, image=out_f["image"], image_raw=out_f["image_raw"],
+              image_depth=out_f["image_depth"], image_w=out_w["image"],
+              planes=mix_triplanes(planes_f, planes_w, mask), planes_f=planes_f,
+              planes_w=planes_w, mask=mask, feature_map=feature_map, **afa)
+
+
+def edit_forward(goae: GOAE, G: EG3DGenerator, ws, ws_edit, image, c, *, key=None,
+                 mask_sigmas=None, neural_rendering_resolution=None) -> dict:
+  """GOAE's ``Net.edit``: ``F*_edit = F*(w) + F(w_edit) - F(w)``, mixed with the edit's planes.
+
+  Upstream runs the tail of the backbone on ``F*_edit`` with the *reconstruction's* ``ws`` but
+  the edit's partial planes image, mixes with ``planes(w_edit)``, and renders the result with the
+  edit's ``ws`` (superresolution styles). Returns the final rendering's dict plus ``planes``
+  (mixed), ``mask``, ``feature_map_adain`` (``F*_edit``).
+  """
+  k_rec, k_edit, k_f, k_mask, k_out = _keys(key, 5)
+  nrr = neural_rendering_resolution
+  fm_rec, partial_rec = backbone_head(G, ws)
+  rec_w = render_planes(G, backbone_tail(G, ws, fm_rec, partial_rec), ws, c, key=k_rec,
+                        neural_rendering_resolution=nrr)
+  fm_edit, partial_edit = backbone_head(G, ws_edit)
+  planes_w_edit = backbone_tail(G, ws_edit, fm_edit, partial_edit)
+  afa = AFA(goae.afa_config).apply(goae.afa, image, rec_w["image"], fm_rec)
+  fm_star = afa["feature_map_adain"] + (fm_edit - fm_rec)
+  planes_f = backbone_tail(G, ws, fm_star, partial_edit)
+  out_f = render_planes(G, planes_f, ws, c, key=k_f, neural_rendering_resolution=nrr)
+  mask = visibility_mask(out_f["ray_origins"], out_f["ray_directions"], out_f["image_depth"],
+                         planes_f.shape[2], G.config.render_options.box_warp, key=k_mask,
+                         sigmas=mask_sigmas)
+  planes = mix_triplanes(planes_f, planes_w_edit, mask)
+  out = render_planes(G, planes, ws_edit, c, key=k_out, neural_rendering_resolution=nrr)
+  out.update(planes=planes, mask=mask, feature_map_adain=fm_star)
+  return out
+
+
+# ------------------------------------------------------------------ checked, compiled entry points
+
+_forward_jit = jax.jit(forward, static_argnames=("neural_rendering_resolution",))
+_edit_jit = jax.jit(edit_forward, static_argnames=("neural_rendering_resolution",))
+_render_jit = jax.jit(render_planes, static_argnames=("neural_rendering_resolution",))
+_encode_jit = jax.jit(encode)
+
+
+def _check_inputs(goae: GOAE, G: EG3DGenerator, image, c, x=None):
+  size = G.config.img_resolution
+  checks.check_image(image, "image", size=(size, size))
+  b = np.shape(image)[0]
+  checks.check_shape(c, "c", (b, 25), "camera labels [B, 25]")
+  checks.check_floating(c, "c")
+  s = goae.encoder_config.swin.img_size
+  if x is not None:
+    checks.check_image(x, "x", size=(s, s))
+    checks.check_shape(x, "x", (b, s, s, 3), "[B, S, S, 3]")
+  elif size % s:
+    raise ValueError(f"image: size {size} is not a multiple of the encoder size {s}; pass the "
+                     f"encoder input x [B, {s}, {s}, 3] explicitly")
+  if goae.afa_config.feat_dim != _feature_channels(G):
+    raise ValueError(f"AFA works on {goae.afa_config.feat_dim}-channel feature maps, but this "
+                     f"generator's {SPLIT_RESOLUTION}x{SPLIT_RESOLUTION} block has "
+                     f"{_feature_channels(G)} channels")
+  if goae.encoder_config.num_ws != G.num_ws or goae.encoder_config.w_dim != G.config.w_dim:
+    raise ValueError(f"the encoder predicts ws [B, {goae.encoder_config.num_ws}, "
+                     f"{goae.encoder_config.w_dim}], the generator takes [B, {G.num_ws}, "
+                     f"{G.config.w_dim}]")
+
+
+def _feature_channels(G: EG3DGenerator) -> int:
+  cfg = G.config
+  net = cfg.synthesis_module()
+  return block_channels(net.img_resolution, net.channel_base, net.channel_max)[SPLIT_RESOLUTION]
+
+
+def invert(goae: GOAE, G: EG3DGenerator, image, c, *, x=None, key=None, mask_sigmas=None,
+           neural_rendering_resolution=None) -> dict:
+  """Checked, jit-compiled :func:`forward` (one compile per configuration)."""
+  _check_inputs(goae, G, image, c, x)
+  return _forward_jit(goae, G, jnp.asarray(image, jnp.float32), jnp.asarray(c, jnp.float32),
+                      None if x is None else jnp.asarray(x, jnp.float32), key=key,
+                      mask_sigmas=mask_sigmas,
+                      neural_rendering_resolution=neural_rendering_resolution)
+
+
+def render(G: EG3DGenerator, ws, planes, c, *, key=None, neural_rendering_resolution=None) -> dict:
+  """Renders a (mixed) tri-plane from any camera ``c [B, 25]`` (upstream ``forward_triplane``)."""
+  checks.check_rank(planes, "planes", 5, "[B, 3, H, W, C]")
+  b = np.shape(planes)[0]
+  checks.check_shape(ws, "ws", (b, G.num_ws, G.config.w_dim), "[B, num_ws, w_dim]")
+  checks.check_shape(c, "c", (b, 25), "camera labels [B, 25]")
+  return _render_jit(G, jnp.asarray(planes, jnp.float32), jnp.asarray(ws, jnp.float32),
+                     jnp.asarray(c, jnp.float32), key=key,
+                     neural_rendering_resolution=neural_rendering_resolution)
+
+
+def edit(goae: GOAE, G: EG3DGenerator, ws, ws_edit, image, c, *, key=None, mask_sigmas=None,
+         neural_rendering_resolution=None) -> dict:
+  """Checked, jit-compiled :func:`edit_forward`."""
+  _check_inputs(goae, G, image, c)
+  b = np.shape(image)[0]
+  for name, w in (("ws", ws), ("ws_edit", ws_edit)):
+    checks.check_shape(w, name, (b, G.num_ws, G.config.w_dim), "[B, num_ws, w_dim]")
+  return _edit_jit(goae, G, jnp.asarray(ws, jnp.float32), jnp.asarray(ws_edit, jnp.float32),
+                   jnp.asarray(image, jnp.float32), jnp.asarray(c, jnp.float32), key=key,
+                   mask_sigmas=mask_sigmas,
+                   neural_rendering_resolution=neural_rendering_resolution)
