@@ -44,12 +44,12 @@ def test_laplacian_nll_optimal_sigma_is_sqrt2_l1():
 def test_uncertainty_net_and_gradients():
   x, y, _ = _imgs(shape=(1, 40, 36, 3))
   net = Y.UncertaintyNet(width=4, work_size=16)
-  v = net.init(jax.random.PRNGKey(0), x)
+  v = jax.jit(net.init)(jax.random.PRNGKey(0), x)
 
   def loss(params, img):
     return Y.symmetry_nll(Y.mirror(img), y[:1], net.apply(params, Y.mirror(img)))
 
-  sig = net.apply(v, x)
+  sig = jax.jit(net.apply)(v, x)
   assert sig.shape == (1, 40, 36, 1) and float(sig.min()) > 0
   gp, gx = jax.jit(jax.grad(loss, argnums=(0, 1)))(v, x)
   assert all(np.all(np.isfinite(t)) for t in jax.tree_util.tree_leaves((gp, gx)))
