@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinv import checks
+from jaxinv.ops.pallas import raymarch
 from jaxinv.render import marcher, sampling
 from jaxinv.render.options import RenderOptions
 from jaxinv.render.triplane import sample_from_planes
@@ -53,7 +54,8 @@ def _decode(planes, decoder_apply, origins, directions, depths, options):
 
 
 def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
-           options: RenderOptions, *, key=None, draws=None, ray_chunk: int | str | None = "auto"):
+           options: RenderOptions, *, key=None, draws=None, ray_chunk: int | str | None = "auto",
+           fused_composite: bool = False):
   """Renders rays through tri-planes (the official ``ImportanceRenderer.forward``).
 
   Args:
@@ -69,6 +71,8 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
       the same, the working set is smaller (faster on CPU, less memory everywhere). Must divide M.
       'auto' picks a power-of-two divisor of M from the backend and the samples per ray; None
       renders all rays at once.
+    fused_composite: composite with the Pallas kernel (``ops.pallas.raymarch``, GPU) instead of
+      jnp; same numbers to float32 rounding. Not validated on hardware yet: off by default.
   Returns:
     feature_samples: [B, M, F] composited features mapped to [-1, 1].
     depth: [B, M, 1] expected depth, clamped to the global sample-depth range.
@@ -105,7 +109,7 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
 
   def rays_fn(args):
     o, d, us, ui = args
-    return _render_rays(planes, decoder_apply, o, d, options, us, ui)
+    return _render_rays(planes, decoder_apply, o, d, options, us, ui, fused_composite)
 
   if ray_chunk is None or ray_chunk >= m:
     rgb, depth, wsum, dmin, dmax = rays_fn((ray_origins, ray_directions, u_strat, u_imp))
@@ -137,7 +141,8 @@ def auto_ray_chunk(batch: int, num_rays: int, samples_per_ray: int) -> int | Non
   return None if chunk == num_rays else chunk
 
 
-def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp):
+def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp,
+                 fused_composite=False):
   """Per-ray part of ``render``: (rgb, unclamped depth, weight sum, min depth, max depth)."""
   b, m, _ = ray_origins.shape
   if options.auto_range:
@@ -159,8 +164,12 @@ def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_
                                               depths_fine, colors_fine, densities_fine)
   else:
     depths, colors, densities = depths_coarse, colors_coarse, densities_coarse
-  rgb, depth, weights = marcher.composite(colors, densities, depths, white_back=options.white_back,
-                                          clamp_mode=options.clamp_mode)
+  if fused_composite:
+    rgb, depth, weights = raymarch.composite(colors, densities, depths, white_back=options.white_back)
+  else:
+    rgb, depth, weights = marcher.composite(colors, densities, depths,
+                                            white_back=options.white_back,
+                                            clamp_mode=options.clamp_mode)
   return rgb, depth, jnp.sum(weights, axis=2), jnp.min(depths), jnp.max(depths)
 
 
