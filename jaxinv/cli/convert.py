@@ -63,6 +63,16 @@ def _convert_lpips(net):
   return convert
 
 
+def _convert_goae(kind):
+  def convert(args) -> int:
+    from jaxinv.convert import goae
+    goae.convert_file(args.input, args.output, kind)
+    what = "Swin-V2 latent encoder" if kind == goae.ENCODER_KIND else "AFA refinement module"
+    print(f"wrote {args.output}: GOAE {what}")
+    return 0
+  return convert
+
+
 # kind -> (converter, one-line help). Other kinds register here with the same signature.
 CONVERTERS = {
     "eg3d": (_convert_eg3d, "EG3D generator: network .pkl, .pt/.npz state dict (+ --init-kwargs)"),
@@ -73,6 +83,8 @@ CONVERTERS = {
     "arcface": (_convert_arcface, "ArcFace IR-SE-50 model_ir_se50.pth (identity loss)"),
     "lpips-alex": (_convert_lpips("alex"), "torchvision alexnet-owt-*.pth (+ --heads alex.pth)"),
     "lpips-vgg": (_convert_lpips("vgg"), "torchvision vgg16-*.pth (+ --heads vgg.pth)"),
+    "goae-encoder": (_convert_goae("goae_encoder"), "GOAE encoder_FFHQ.pt (Swin-V2 latent encoder)"),
+    "goae-afa": (_convert_goae("goae_afa"), "GOAE afa_FFHQ.pt (AFA feature refinement)"),
 }
 
 

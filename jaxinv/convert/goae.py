@@ -30,6 +30,7 @@ a different window configuration) and then ignored.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -43,6 +44,7 @@ from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_h
 from jaxinv.convert.irse import combine_variables, convert_irse_body, convert_irse_input_layer
 from jaxinv.models.encoders.goae import AFA, AFAConfig, GOAEncoder, GOAEncoderConfig
 from jaxinv.nn import swin
+from jaxinv.nn.irse import UnitSpec
 from jaxinv.nn.swin import SwinV2Config
 
 ENCODER_KIND = "goae_encoder"
@@ -338,16 +340,42 @@ def load_afa_checkpoint(path, config: AFAConfig = AFAConfig()) -> dict:
   return convert_afa(torchfile.load_state_dict(path), config, what=f"GOAE AFA {path}")
 
 
-def convert_files(encoder_path=None, afa_path=None, out_dir=".") -> list[str]:
-  """Converts the released files to jaxinv native checkpoints; returns the written paths."""
-  import os
-  written = []
-  if encoder_path:
-    p = os.path.join(out_dir, "goae_encoder.npz")
-    common.save_native(p, ENCODER_KIND, {}, load_encoder_checkpoint(encoder_path))
-    written.append(p)
-  if afa_path:
-    p = os.path.join(out_dir, "goae_afa.npz")
-    common.save_native(p, AFA_KIND, {}, load_afa_checkpoint(afa_path))
-    written.append(p)
-  return written
+def _config_to_json(config) -> dict:
+  return dataclasses.asdict(config)
+
+
+def _encoder_config_from_json(d: Mapping[str, Any]) -> GOAEncoderConfig:
+  d = dict(d)
+  return GOAEncoderConfig(swin=SwinV2Config(**d.pop("swin")), **d)
+
+
+def _afa_config_from_json(d: Mapping[str, Any]) -> AFAConfig:
+  d = dict(d)
+  return AFAConfig(units=tuple(UnitSpec(*u) for u in d.pop("units")), **d)
+
+
+def convert_file(src, dst, kind: str) -> dict:
+  """Converts GOAE's ``encoder_FFHQ.pt`` (``kind='goae_encoder'``) or ``afa_FFHQ.pt``
+  (``kind='goae_afa'``) to a jaxinv native checkpoint ``dst``; returns the variables."""
+  if kind == ENCODER_KIND:
+    config, variables = GOAEncoderConfig(), load_encoder_checkpoint(src)
+  elif kind == AFA_KIND:
+    config, variables = AFAConfig(), load_afa_checkpoint(src)
+  else:
+    raise ValueError(f"kind must be {ENCODER_KIND!r} or {AFA_KIND!r}, got {kind!r}")
+  common.save_native(dst, kind, _config_to_json(config), variables)
+  return variables
+
+
+def load_any(path, kind: str):
+  """``(config, variables)`` from a native checkpoint or an original GOAE ``.pt`` file."""
+  if kind not in (ENCODER_KIND, AFA_KIND):
+    raise ValueError(f"kind must be {ENCODER_KIND!r} or {AFA_KIND!r}, got {kind!r}")
+  if common.is_native(path):
+    _, config, variables = common.load_native(path, expect_kind=kind)
+    if kind == ENCODER_KIND:
+      return _encoder_config_from_json(config), variables
+    return _afa_config_from_json(config), variables
+  if kind == ENCODER_KIND:
+    return GOAEncoderConfig(), load_encoder_checkpoint(path)
+  return AFAConfig(), load_afa_checkpoint(path)

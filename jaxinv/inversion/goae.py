@@ -253,6 +253,14 @@ class GOAE:
     return cls(*aux, *children)
 
 
+def load_goae(encoder_path, afa_path) -> GOAE:
+  """GOAE from its released files (``encoder_FFHQ.pt``, ``afa_FFHQ.pt``) or converted ``.npz``."""
+  from jaxinv.convert import goae as convert_goae  # deferred: file readers only when loading
+  ecfg, enc = convert_goae.load_any(encoder_path, convert_goae.ENCODER_KIND)
+  acfg, afa = convert_goae.load_any(afa_path, convert_goae.AFA_KIND)
+  return GOAE(ecfg, acfg, enc, afa)
+
+
 def init_goae(key, encoder_config: GOAEncoderConfig = GOAEncoderConfig(),
               afa_config: AFAConfig = AFAConfig(), image_size: int = 512,
               feature_size: int = SPLIT_RESOLUTION) -> GOAE:
