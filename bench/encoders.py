@@ -13,7 +13,8 @@ tool; never vendored)::
       [--only psp,e4e] [--runs 3] [--batch 4]
 
 Writes ``bench/results/encoders_cpu.json`` and ``.md``. New encoders (GOAE) are added as one
-``Entry`` in ``ENTRIES``.
+``Entry`` in ``ENTRIES``. GOAE (encoder at 256, AFA at 512 with a 32x32x512 feature map):
+``--upstream goae=<checkout>/goae`` (needs ``timm`` for the official Swin).
 """
 from __future__ import annotations
 
@@ -120,6 +121,57 @@ def _split_apply(model, variables):
   return apply, variables["params"]
 
 
+# ------------------------------------------------------------------------------------- GOAE
+
+def _import_goae(checkout: str, module: str):
+  """Imports from GOAE's ``goae/`` folder; the generator side of ``training/goae.py`` (EG3D, pickle
+  loader, dnnlib) is replaced by inert placeholders, as in the fixture generation."""
+  for name in [m for m in sys.modules
+               if m.split(".")[0] in ("models", "training", "legacy", "dnnlib", "torch_utils")]:
+    del sys.modules[name]
+  placeholders = {"training.triplane": {"TriPlaneGenerator": object}, "legacy": {},
+                  "dnnlib": {}, "torch_utils": {}, "torch_utils.misc": {}}
+  for name, attrs in placeholders.items():
+    mod = types.ModuleType(name)
+    mod.__dict__.update(attrs)
+    sys.modules[name] = mod
+  sys.modules["torch_utils"].misc = sys.modules["torch_utils.misc"]
+  sys.path.insert(0, checkout)
+  try:
+    return importlib.import_module(module)
+  finally:
+    sys.path.remove(checkout)
+
+
+def _goae_swin_config():
+  """``configs/swinv2.yaml`` over the ``swin_config.py`` defaults, as ``build_model`` reads it."""
+  ns = types.SimpleNamespace
+  return ns(DATA=ns(IMG_SIZE=256),
+            MODEL=ns(NUM_CLASSES=1000, DROP_RATE=0.0, DROP_PATH_RATE=0.2,
+                     SWINV2=ns(PATCH_SIZE=4, IN_CHANS=3, EMBED_DIM=128, DEPTHS=[2, 2, 18, 2],
+                               NUM_HEADS=[4, 8, 16, 32], WINDOW_SIZE=16, MLP_RATIO=4.0,
+                               QKV_BIAS=True, APE=False, PATCH_NORM=True,
+                               PRETRAINED_WINDOW_SIZES=[12, 12, 12, 6])),
+            TRAIN=ns(USE_CHECKPOINT=False))
+
+
+def _jax_goae_encoder(sd):
+  from jaxinv.convert import goae
+  from jaxinv.models.encoders.goae import GOAEncoder, GOAEncoderConfig
+  return _split_apply(GOAEncoder(GOAEncoderConfig()), goae.convert_encoder(sd))
+
+
+def _jax_goae_afa(sd):
+  from jaxinv.convert import goae
+  from jaxinv.models.encoders.goae import AFA, AFAConfig
+  return _split_apply(AFA(AFAConfig()), goae.convert_afa(sd))
+
+
+def _nchw(y):
+  import jax.numpy as jnp
+  return jnp.transpose(y, (0, 3, 1, 2))
+
+
 ENTRIES: dict[str, Entry] = {
     "psp": Entry(
         "psp_gradual_style_encoder", "pixel2style2pixel",
@@ -154,6 +206,19 @@ ENTRIES: dict[str, Entry] = {
                          "models.encoders.psp_encoders").BackboneEncoderUsingLastLayerIntoWPlus,
             sd, 50, "ir_se", _opts(n_styles=14, stylegan_size=256)),
         _jax_psp_family("WPlusEncoder")),
+    "goae_encoder": Entry(
+        "goae_encoder", "goae",
+        lambda sd: _torch_module(
+            _import_goae(ARGS.upstream["goae"], "training.goae").GOAEncoder, sd,
+            _goae_swin_config(), mlp_layer=2, stage_list=[10000, 20000, 30000]),
+        _jax_goae_encoder,
+        torch_output=lambda y: y[0], jax_output=lambda y: y["ws"]),
+    "goae_afa": Entry(
+        "goae_afa", "goae",
+        lambda sd: _torch_module(_import_goae(ARGS.upstream["goae"], "models.afa").AFA, sd),
+        _jax_goae_afa,
+        inputs=(("img", (3, 512, 512)), ("rec_img", (3, 512, 512)), ("feature_map", (512, 32, 32))),
+        torch_output=lambda y: y[0], jax_output=lambda y: _nchw(y["feature_map_adain"])),
 }
 
 
