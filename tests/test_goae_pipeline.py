@@ -140,6 +140,16 @@ def test_edit_rule_and_novel_views():
   assert np.all(np.isfinite(np.asarray(novel["image"])))
 
 
+def test_canonical_latents_use_the_frontal_pose():
+  G, _, _, _, _ = _setup()
+  z = jax.random.normal(jax.random.PRNGKey(5), (2, G.z_dim))
+  np.testing.assert_array_equal(
+      gi.canonical_latents(G, z), G.mapping(z, np.repeat(gi.C_FRONT[None], 2, axis=0)))
+  assert not np.allclose(gi.canonical_latents(G, z), G.mapping(z, _setup()[3]), atol=1e-4)
+  # The frontal camera looks at the origin from +z.
+  np.testing.assert_allclose(gi.C_FRONT[[3, 7, 11]], [0, 0, 2.7])
+
+
 def test_pipeline_rejects_bad_input():
   G, goae, image, c, _ = _setup()
   with pytest.raises(ValueError, match="spatial size"):

@@ -2,7 +2,9 @@
 
 The pipeline (``invert``), as GOAE's ``Net.forward``:
 
-1. ``ws = E(x) + w_avg`` (``x`` at the encoder's resolution, 256 for the release).
+1. ``ws = E(x) + w_avg`` (``x`` at the encoder's resolution, 256 for the release). The encoder
+   has no pose input; it is trained to land in the *canonical* latent space (codes that the
+   mapping network gives under the frontal pose condition ``C_FRONT``, see ``canonical_latents``).
 2. The synthesis network runs up to its 32x32 block, giving the feature map ``F`` (``x`` of
    block ``b32``) and the partial tri-plane image; the rest of the network and the renderer give
    the w-only reconstruction ``planes_w`` / ``image_w`` from the input camera ``c``.
@@ -283,6 +285,22 @@ def encode(goae: GOAE, G: EG3DGenerator, x):
   """
   ws = GOAEncoder(goae.encoder_config).apply(goae.encoder, x)["ws"]
   return ws + G.params["params"]["backbone"]["mapping"]["w_avg"]
+
+
+# GOAE's canonical camera (``Net.c_front``): frontal, radius 2.7, focal 4.2647. The paper's
+# canonical latent space W_c holds the codes the mapping network gives under this pose condition.
+C_FRONT = np.array([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
+                    4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1], np.float32)
+
+
+def canonical_latents(G: EG3DGenerator, z, truncation_psi: float = 1.0):
+  """Codes of the canonical latent space: ``mapping(z, c_front)``, ``[B, num_ws, w_dim]``.
+
+  These are the "real" samples of GOAE's canonical latent discriminator (training); the encoder's
+  ``w+`` is pulled towards this space, whatever the pose of the input image.
+  """
+  c = jnp.broadcast_to(jnp.asarray(C_FRONT), (np.shape(z)[0], 25))
+  return G.mapping(z, c, truncation_psi=truncation_psi)
 
 
 def _keys(key, n):
