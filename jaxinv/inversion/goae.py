@@ -29,7 +29,6 @@ both sigmas are 1.5 (the middle of the range), so results are deterministic.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax

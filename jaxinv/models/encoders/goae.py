@@ -222,7 +222,7 @@ def scaled_leaky_relu(x: jnp.ndarray, slope: float = 0.2) -> jnp.ndarray:
 class EqualConv2d(nn.Module):
   """Conv with the He constant applied at run time: ``conv(x, W / sqrt(fan_in)) + b``.
 
-  ``weight`` is stored unscaled in OIHW-free HWIO layout ``[k, k, in, out]`` (init N(0, 1)).
+  ``weight`` is stored unscaled, HWIO ``[k, k, in, out]`` (init N(0, 1), as upstream).
   """
   features: int
   kernel: int = 3
