@@ -285,3 +285,14 @@ def test_encoder_native_roundtrip_keeps_config(tmp_path):
   assert cfg2 == cfg
   assert jax.tree_util.tree_structure(v2) == jax.tree_util.tree_structure(
       jax.tree_util.tree_map(np.asarray, v))
+
+
+def test_load_encoder_points_goae_files_to_load_goae(tmp_path):
+  import jaxinv.api
+  from jaxinv.convert import common
+  cfg = tiny_encoder_config()
+  v = random_variables(GOAEncoder(cfg).init, jnp.zeros((1, 64, 64, 3)))
+  p = tmp_path / "enc.npz"
+  common.save_native(p, cgoae.ENCODER_KIND, cgoae._config_to_json(cfg), v)
+  with pytest.raises(ValueError, match="load_goae"):
+    jaxinv.api.load_encoder(p)
