@@ -159,6 +159,10 @@ def test_key_draws_and_deterministic_mode():
                              np.asarray(det[0]), atol=0)
   with pytest.raises(ValueError, match="u_importance"):
     _render(planes, params, c, draws=dict(u_importance=jnp.zeros((1, m, 3))))
+  with pytest.raises(ValueError, match="u_stratified"):
+    _render(planes, params, c, draws=dict(u_stratified=jnp.zeros((1, m, 3))))
+  with pytest.raises(ValueError, match="unknown"):
+    _render(planes, params, c, draws=dict(u_fine=jnp.zeros((1, m, 8))))
 
 
 def test_gradients_finite():

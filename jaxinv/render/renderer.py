@@ -91,9 +91,9 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
   u_strat = draws.get("u_stratified")
   if u_strat is not None:
     u_strat = jnp.asarray(u_strat, jnp.float32)
-    checks.check_shape(u_strat.reshape(b, m, -1) if u_strat.size == b * m * options.depth_resolution
-                       else u_strat, "draws['u_stratified']", (b, m, options.depth_resolution),
-                       "[B, R*R, D]")
+    if u_strat.size != b * m * options.depth_resolution:  # [B, M, D] or the official [B, M, D, 1]
+      raise ValueError(f"draws['u_stratified']: expected [B, R*R, D] = [{b}, {m}, "
+                       f"{options.depth_resolution}], got shape {u_strat.shape}")
     u_strat = u_strat.reshape(b, m, options.depth_resolution)
   u_imp = draws.get("u_importance")
   ni = options.depth_resolution_importance
