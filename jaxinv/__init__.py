@@ -11,8 +11,6 @@ __version__ = "0.1.0"
 # public name -> "module:attribute"
 _PUBLIC = {
     "load_generator": "jaxinv.api:load_generator",
-    "render": "jaxinv.api:render",
-    "invert": "jaxinv.api:invert",
     "load_encoder": "jaxinv.api:load_encoder",
     "preprocess": "jaxinv.api:preprocess",
     "Camera": "jaxinv.render.camera:Camera",
