@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinv.nn.irse import IRSEBody, IRSEInputLayer, UnitSpec, irse_units
-from jaxinv.nn.swin import SwinV2, SwinV2Config
+from jaxinv.nn.swin import SwinV2, SwinV2Config, apply_flat
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -64,13 +64,13 @@ class MultiheadAttention(nn.Module):
     h, e = self.num_heads, self.dim
     d = e // h
     b, lq, _ = q.shape
-    qh = _dense(e, "q_proj")(q).reshape(b, lq, h, d)
-    kh = _dense(e, "k_proj")(kv).reshape(b, -1, h, d)
-    vh = _dense(e, "v_proj")(kv).reshape(b, -1, h, d)
+    qh = apply_flat(_dense(e, "q_proj"), q).reshape(b, lq, h, d)
+    kh = apply_flat(_dense(e, "k_proj"), kv).reshape(b, -1, h, d)
+    vh = apply_flat(_dense(e, "v_proj"), kv).reshape(b, -1, h, d)
     scores = jnp.einsum("bqhd,bkhd->bhqk", qh / math.sqrt(d), kh, precision=HIGHEST)
     attn = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("bhqk,bkhd->bqhd", attn, vh, precision=HIGHEST).reshape(b, lq, e)
-    return _dense(e, "out_proj")(out)
+    return apply_flat(_dense(e, "out_proj"), out)
 
 
 class CrossAttention(nn.Module):
@@ -86,7 +86,8 @@ class CrossAttention(nn.Module):
       raise ValueError(f"CrossAttention: dim {self.dim} not divisible by {self.num_heads} heads")
     t = layer_norm_no_affine(q + MultiheadAttention(self.dim, self.num_heads,
                                                     name="multihead_attn")(q, kv))
-    f = _dense(self.dim, "linear2")(nn.relu(_dense(self.ffn_dim, "linear1")(t)))
+    f = apply_flat(_dense(self.dim, "linear2"),
+                   nn.relu(apply_flat(_dense(self.ffn_dim, "linear1"), t)))
     return t + f
 
 
@@ -103,7 +104,7 @@ class MLPStack(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     n = len(self.widths)
     for i, w in enumerate(self.widths):
-      x = _dense(w, f"fc{2 * i}")(x)
+      x = apply_flat(_dense(w, f"fc{2 * i}"), x)
       if i < n - 1 or self.final_act:
         x = leaky_relu(x)
     return x
