@@ -287,6 +287,12 @@ def bench_entry(name: str, entry: Entry, batch: int, runs: int) -> dict:
   return res
 
 
+def _load(v) -> str:
+  if isinstance(v, (list, tuple)) and len(v) == 2:
+    return f"{v[0][0]:.1f}, {v[1][0]:.1f}"
+  return str(v or "")
+
+
 def _markdown(meta, results) -> str:
   lines = [
       "# Encoder speed on CPU: jaxinv vs official PyTorch (same run)", "",
@@ -295,8 +301,8 @@ def _markdown(meta, results) -> str:
       f"load average at start {meta['loadavg_start']}, end {meta['loadavg_end']}. "
       "No GPU was lent to this task: CPU figures only.", "",
       "| encoder | torch fwd s | jaxinv fwd s | ratio | torch fwd+bwd s | jaxinv fwd+bwd s | ratio "
-      "| jaxinv compile fwd / fwd+bwd s | max rel diff |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+      "| jaxinv compile fwd / fwd+bwd s | max rel diff | load avg (start, end) |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
   for name, r in results.items():
     if "error" in r:
       lines.append(f"| {name} | error: {r['error']} |||||||")
@@ -305,7 +311,8 @@ def _markdown(meta, results) -> str:
         f"| {name} | {r['torch_fwd_s']:.2f} | {r['jax_fwd_s']:.2f} | {r['fwd_ratio_jax_over_torch']:.2f} "
         f"| {r['torch_fwd_bwd_s']:.2f} | {r['jax_fwd_bwd_s']:.2f} | "
         f"{r['fwd_bwd_ratio_jax_over_torch']:.2f} | {r['jax_fwd_compile_and_first_s']:.0f} / "
-        f"{r['jax_fwd_bwd_compile_and_first_s']:.0f} | {r['max_rel_diff']:.1e} |")
+        f"{r['jax_fwd_bwd_compile_and_first_s']:.0f} | {r['max_rel_diff']:.1e} | "
+        f"{_load(r.get('loadavg_start_end'))} |")
   lines += ["", "ratio = jaxinv time / official time (below 1: jaxinv is faster)."]
   return "\n".join(lines) + "\n"
 
@@ -332,21 +339,25 @@ def main(argv=None):
           "loadavg_start": os.getloadavg()}
   out_json = pathlib.Path(ARGS.out + ".json")
   results = json.loads(out_json.read_text())["results"] if out_json.exists() else {}
+  out_json.parent.mkdir(parents=True, exist_ok=True)
   for name in names:
     entry = ENTRIES[name]
     if entry.upstream not in ARGS.upstream:
       print(f"{name}: skipped (no --upstream {entry.upstream}=PATH)")
       continue
     print(f"{name} ...", flush=True)
+    load0 = os.getloadavg()
     try:
       results[name] = bench_entry(name, entry, ARGS.batch, ARGS.runs)
     except Exception as e:  # one failing entry must not lose the others' numbers
       results[name] = {"error": f"{type(e).__name__}: {e}"}
+    # The machine may be shared: keep each entry's load next to its numbers.
+    results[name]["loadavg_start_end"] = [load0, os.getloadavg()]
     print(json.dumps(results[name], indent=1), flush=True)
-  meta["loadavg_end"] = os.getloadavg()
-  out_json.parent.mkdir(parents=True, exist_ok=True)
-  out_json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-  pathlib.Path(ARGS.out + ".md").write_text(_markdown(meta, results))
+    # Written after every entry so that an interrupted run keeps what it measured.
+    meta["loadavg_end"] = os.getloadavg()
+    out_json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    pathlib.Path(ARGS.out + ".md").write_text(_markdown(meta, results))
   print(_markdown(meta, results))
 
 
