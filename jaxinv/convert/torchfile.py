@@ -404,6 +404,22 @@ def _load_zip(zf: zipfile.ZipFile, extra_globals, stub_modules, dict_stubs):
                       stub_modules=stub_modules, dict_stubs=dict_stubs).load()
 
 
+def _read_source(source) -> bytes:
+  """The bytes of a path, a bytes-like object or a binary file object."""
+  if isinstance(source, (str, os.PathLike)):
+    if not os.path.exists(source):
+      raise FileNotFoundError(f"no such file: {source}")
+    with open(source, "rb") as f:
+      data = f.read()
+  elif isinstance(source, (bytes, bytearray, memoryview)):
+    data = bytes(source)
+  else:
+    data = source.read()
+  if not data:
+    raise TorchFileError("empty file")
+  return data
+
+
 def load(source, *, extra_globals: Mapping[tuple[str, str], Any] | None = None,
          stub_modules: Iterable[str] = (), dict_stubs: Iterable[str] = ()) -> Any:
   """Loads a PyTorch file into plain Python objects with ``np.ndarray`` tensors.
@@ -420,17 +436,7 @@ def load(source, *, extra_globals: Mapping[tuple[str, str], Any] | None = None,
     UnsafePickleError: the file names a global outside the allow-list.
     TorchFileError: corrupt, truncated or not a torch file.
   """
-  if isinstance(source, (str, os.PathLike)):
-    if not os.path.exists(source):
-      raise FileNotFoundError(f"no such file: {source}")
-    with open(source, "rb") as f:
-      data = f.read()
-  elif isinstance(source, (bytes, bytearray, memoryview)):
-    data = bytes(source)
-  else:
-    data = source.read()
-  if not data:
-    raise TorchFileError("empty file")
+  data = _read_source(source)
   stub_modules = tuple(stub_modules)
   dict_stubs = tuple(dict_stubs)
   extra = dict(extra_globals or {})
@@ -463,17 +469,7 @@ def load_pickle(source, *, extra_globals=None, stub_modules=(), dict_stubs=()) -
   Network pickles (StyleGAN/EG3D snapshots) are plain pickles whose tensors are pickled through
   ``torch.storage._load_from_bytes``; this resolves them to ``np.ndarray`` the same way.
   """
-  if isinstance(source, (str, os.PathLike)):
-    if not os.path.exists(source):
-      raise FileNotFoundError(f"no such file: {source}")
-    with open(source, "rb") as f:
-      data = f.read()
-  elif isinstance(source, (bytes, bytearray, memoryview)):
-    data = bytes(source)
-  else:
-    data = source.read()
-  if not data:
-    raise TorchFileError("empty file")
+  data = _read_source(source)
   try:
     return _Unpickler(io.BytesIO(data), storages=_bad_pid, extra_globals=extra_globals,
                       stub_modules=tuple(stub_modules), dict_stubs=tuple(dict_stubs)).load()
