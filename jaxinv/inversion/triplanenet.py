@@ -16,9 +16,8 @@ Editing (paper section on editing): ``T_edit = (G(w) + dT) + G(w_edit) - G(w)``,
 
 Generator protocol: ``G.planes(ws) -> [B, 3, H, W, C]`` and a render of given planes
 (upstream ``synthesis(..., triplane_offsets=...)``): ``synthesize_planes`` below uses
-``G.synthesis(ws, c, planes=..., key=..., neural_rendering_resolution=...)`` when the generator
-accepts ``planes``, and otherwise, for ``jaxinv.models.eg3d.EG3DGenerator``, runs the generator's
-own decoder, renderer and superresolution on the given planes. Images NHWC in [-1, 1]; camera
+``EG3DGenerator.render_planes``, or ``G.synthesis(ws, c, planes=...)`` for stand-in generators
+that take ``planes``. Images NHWC in [-1, 1]; camera
 labels ``c [B, 25]``.
 """
 from __future__ import annotations
@@ -33,8 +32,6 @@ import jax.numpy as jnp
 from jaxinv import checks
 from jaxinv.ops.pooling import adaptive_avg_pool2d
 from jaxinv.render.camera import mirror_label
-from jaxinv.render.rays import rays_from_label
-from jaxinv.render.renderer import render
 
 ENCODER_RESOLUTION = 256
 
@@ -46,37 +43,19 @@ def pool_to_encoder(image: jax.Array, size: int = ENCODER_RESOLUTION) -> jax.Arr
   return adaptive_avg_pool2d(image, (size, size))
 
 
-def _eg3d_synthesis_from_planes(mod, ws, c, planes, resolution, key):
-  """``TriPlaneGenerator.synthesis`` with the backbone planes replaced (bound-module method)."""
-  cfg = mod.config
-  b, r = ws.shape[0], resolution
-  origins, dirs = rays_from_label(c, r)
-  feats, depth, wsum = render(planes, lambda f, d: mod.decoder(f, d), origins, dirs,
-                              cfg.render_options, key=key)
-  feature_image = feats.reshape(b, r, r, feats.shape[-1])
-  rgb = feature_image[..., :3]
-  image, rgb_inplace = mod.superresolution(rgb, feature_image, ws,
-                                           noise_mode=cfg.superresolution_noise_mode)
-  image_raw = rgb_inplace if (cfg.inplace_image_raw and rgb_inplace is not None) else rgb
-  return dict(image=image, image_raw=image_raw, image_depth=depth.reshape(b, r, r, 1),
-              feature_image=feature_image, weights_sum=wsum.reshape(b, r, r, 1))
-
-
 def synthesize_planes(G, ws, c, planes, *, key=None, neural_rendering_resolution=None) -> dict:
   """Renders given tri-planes ``[B, 3, H, W, C]`` with ``G``'s decoder/renderer/superresolution.
 
   ``ws`` still drives the superresolution network (as upstream). Returns ``G.synthesis``'s dict.
   """
-  if "planes" in inspect.signature(G.synthesis).parameters:
+  if hasattr(G, "render_planes"):  # jaxinv.models.eg3d.EG3DGenerator
+    return G.render_planes(planes, ws, c, key=key,
+                           neural_rendering_resolution=neural_rendering_resolution)
+  if "planes" in inspect.signature(G.synthesis).parameters:  # stand-in generators
     return G.synthesis(ws, c, planes=planes, key=key,
                        neural_rendering_resolution=neural_rendering_resolution)
-  from jaxinv.models import eg3d
-  if not isinstance(G, eg3d.EG3DGenerator):
-    raise TypeError(f"{type(G).__name__}.synthesis takes no 'planes' and it is not an "
-                    "EG3DGenerator: cannot render tri-plane offsets with it")
-  r = G._resolution(neural_rendering_resolution)
-  return eg3d._module(G.config).apply(G.params, ws, c, planes, r, key,
-                                      method=_eg3d_synthesis_from_planes)
+  raise TypeError(f"{type(G).__name__} has no render_planes and its synthesis takes no 'planes': "
+                  "cannot render tri-plane offsets with it")
 
 
 def encode_ws(psp_model, psp_variables, latent_avg, x) -> jax.Array:
