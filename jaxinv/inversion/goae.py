@@ -36,12 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv import checks
-from jaxinv.models.eg3d import PLANE_CHANNELS, EG3DGenerator, TriPlaneGenerator
+from jaxinv.models.eg3d import PLANE_CHANNELS, EG3DGenerator
 from jaxinv.models.encoders.goae import AFA, AFAConfig, GOAEncoder, GOAEncoderConfig
 from jaxinv.nn.synthesis import SynthesisBlock, SynthesisNetwork, block_channels
 from jaxinv.ops.pooling import adaptive_avg_pool2d
 from jaxinv.render.rays import rays_from_label
-from jaxinv.render.renderer import render as render_rays
 
 # GOAE's mask constants (``Net.mix_fusion``).
 BLUR_TAPS = 9
@@ -196,25 +195,6 @@ def backbone_tail(G: EG3DGenerator, ws, feature_map, partial, split: int = SPLIT
   return jnp.transpose(img.reshape(b, h, w, 3, PLANE_CHANNELS), (0, 3, 1, 2, 4))
 
 
-def _render_method(module: TriPlaneGenerator, planes, ws, c, resolution, key):
-  # TriPlaneGenerator.synthesis with given planes (upstream ``forward_triplane`` /
-  # ``train_forward_2``), returning the rays too (the visibility mask needs them).
-  cfg = module.config
-  b = planes.shape[0]
-  origins, dirs = rays_from_label(c, resolution)
-  feats, depth, wsum = render_rays(planes, lambda f, d: module.decoder(f, d), origins, dirs,
-                                   cfg.render_options, key=key)
-  r = resolution
-  feature_image = feats.reshape(b, r, r, feats.shape[-1])
-  rgb = feature_image[..., :3]
-  image, rgb_inplace = module.superresolution(rgb, feature_image, ws,
-                                              noise_mode=cfg.superresolution_noise_mode)
-  image_raw = rgb_inplace if (cfg.inplace_image_raw and rgb_inplace is not None) else rgb
-  return dict(image=image, image_raw=image_raw, image_depth=depth.reshape(b, r, r, 1),
-              feature_image=feature_image, weights_sum=wsum.reshape(b, r, r, 1),
-              ray_origins=origins, ray_directions=dirs)
-
-
 def render_planes(G: EG3DGenerator, planes, ws, c, *, key=None, neural_rendering_resolution=None):
   """Renders given tri-planes (pure, traceable): ``G.synthesis`` with the backbone replaced.
 
@@ -222,11 +202,13 @@ def render_planes(G: EG3DGenerator, planes, ws, c, *, key=None, neural_rendering
     planes: ``[B, 3, 256, 256, 32]``; ws: ``[B, num_ws, w_dim]`` (styles of the superresolution);
     c: ``[B, 25]``; key: renderer draws (None: deterministic).
   Returns:
-    dict(image, image_raw, image_depth, feature_image, weights_sum, ray_origins, ray_directions).
+    dict(image, image_raw, image_depth, feature_image, weights_sum, ray_origins, ray_directions);
+    the rays are returned too because the visibility mask needs them.
   """
-  r = neural_rendering_resolution or G.config.neural_rendering_resolution
-  return TriPlaneGenerator(G.config).apply(G.params, planes, ws, c, int(r), key,
-                                           method=_render_method)
+  r = int(neural_rendering_resolution or G.config.neural_rendering_resolution)
+  out = dict(G.render_planes(planes, ws, c, key=key, neural_rendering_resolution=r))
+  out["ray_origins"], out["ray_directions"] = rays_from_label(c, r)
+  return out
 
 
 # ------------------------------------------------------------------------------- the model
