@@ -112,12 +112,8 @@ def _check_input(x, in_ch: int, what: str):
     raise ValueError(f"{what}: spatial size must be a multiple of 16, got {x.shape[1:3]}")
 
 
-class GradualStyleEncoder(nn.Module):
-  """pSp encoder. ``x: [B, 256, 256, in_ch] -> codes [B, n_styles, 512]`` (no ``latent_avg``).
-
-  With ``return_features=True`` also returns ``{'c1', 'c2', 'c3', 'p2', 'p1'}`` (NHWC maps).
-  The style heads require a 256x256 input (c3 must be 16x16).
-  """
+class _PyramidEncoder(nn.Module):
+  """The IR-SE-50 body, the two lateral 1x1 convs and one style head per style (pSp and e4e)."""
   n_styles: int = 18
   in_ch: int = 3
 
@@ -128,6 +124,17 @@ class GradualStyleEncoder(nn.Module):
     self.latlayer2 = conv2d(512, 1, 1, 0, use_bias=True)
     self.styles = [GradualStyleBlock(512, _head_spatial(i), name=f"style_{i}")
                    for i in range(self.n_styles)]
+
+
+class GradualStyleEncoder(_PyramidEncoder):
+  """pSp encoder. ``x: [B, 256, 256, in_ch] -> codes [B, n_styles, 512]`` (no ``latent_avg``).
+
+  With ``return_features=True`` also returns ``{'c1', 'c2', 'c3', 'p2', 'p1'}`` (NHWC maps).
+  The style heads require a 256x256 input (c3 must be 16x16).
+  """
+  n_styles: int = 18
+  in_ch: int = 3
+
 
   def __call__(self, x, return_features: bool = False):
     _check_input(x, self.in_ch, type(self).__name__)
@@ -166,7 +173,7 @@ def e4e_active_deltas(stage: int, n_styles: int) -> tuple[int, ...]:
   return tuple(range(1, min(stage + 1, n_styles)))
 
 
-class Encoder4Editing(nn.Module):
+class Encoder4Editing(_PyramidEncoder):
   """e4e encoder. ``x: [B, 256, 256, 3] -> codes [B, n_styles, 512]`` (no ``latent_avg``).
 
   ``codes[:, i] = w0 + delta_i`` with ``w0 = style_0(c3)``; at progressive ``stage`` (a Python
@@ -176,13 +183,6 @@ class Encoder4Editing(nn.Module):
   n_styles: int = 14
   in_ch: int = 3
 
-  def setup(self):
-    self.input_layer = IRSEInputLayer(64)
-    self.body = IRSEBody(irse50_units())
-    self.latlayer1 = conv2d(512, 1, 1, 0, use_bias=True)
-    self.latlayer2 = conv2d(512, 1, 1, 0, use_bias=True)
-    self.styles = [GradualStyleBlock(512, _head_spatial(i), name=f"style_{i}")
-                   for i in range(self.n_styles)]
 
   def __call__(self, x, stage: int = E4E_INFERENCE_STAGE, return_features: bool = False):
     _check_input(x, self.in_ch, type(self).__name__)
