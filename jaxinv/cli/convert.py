@@ -6,12 +6,11 @@ Examples:
 
 The EG3D reader needs neither torch nor the EG3D source and executes nothing inside the file;
 a pickle that asks to call anything outside an allow-list (e.g. os.system) is refused.
+An existing OUTPUT is never replaced unless --overwrite is given.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 HELP = "convert published checkpoints to jaxinv's native format"
 
@@ -97,14 +96,24 @@ def add_arguments(p) -> None:
                  help="JSON file with the constructor kwargs (needed for bare state dicts)")
   p.add_argument("--eg3d", default=None,
                  help="triplanenet: TriPlaneNet's EG3D checkpoint (G_ema, init_kwargs, latent_avg)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace OUTPUT if it exists (default: refuse)")
   p.add_argument("--heads", default=None,
                  help="lpips-*: the lpips package's weights/v0.1/{alex,vgg}.pth (default: from an "
                       "installed lpips package)")
 
 
 def run(args) -> int:
-  try:
-    return CONVERTERS[args.kind][0](args)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"jaxinv convert: {e}", file=sys.stderr)
-    return 1
+  import os
+
+  from jaxinv.cli import CommandError, refuse_existing
+  inputs = [("input", args.input)] + [(f"--{n.replace('_', '-')}", getattr(args, n))
+                                      for n in ("init_kwargs", "eg3d", "heads")
+                                      if getattr(args, n, None)]
+  for what, path in inputs:
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"{what}: no such file: {path}")
+    if os.path.exists(args.output) and os.path.samefile(path, args.output):
+      raise CommandError(f"output {args.output} is the same file as {what}")
+  refuse_existing(args.output, overwrite=args.overwrite)
+  return CONVERTERS[args.kind][0](args)

@@ -15,6 +15,8 @@ Writes into --outdir:
   seedNNNN_depth.png    the depth maps (near = bright), same layout
   seedNNNN_sweep.mp4    a yaw sweep (.gif when imageio/ffmpeg is missing or --video-format gif)
   grid.png              every seed (rows) x every view (columns)
+Existing files are never replaced unless --overwrite is given; every path is checked before the
+generator is built.
 """
 from __future__ import annotations
 
@@ -27,25 +29,34 @@ HELP = "render seeds of an EG3D generator to PNG grids, depth maps and a yaw-swe
 PRESETS = ("tiny-random",)
 
 
-def _int_list(text: str) -> list[int]:
+def _int_list(text: str, flag: str = "--seeds") -> list[int]:
+  """'0-3,7' -> [0, 1, 2, 3, 7] (non-negative); errors name ``flag``."""
   out = []
+  hint = "expected e.g. '0-3' or '1,5,9'"
   for part in text.split(","):
     part = part.strip()
-    if "-" in part[1:]:
-      lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-      out.extend(range(int(lo), int(hi) + 1))
-    elif part:
-      out.append(int(part))
+    if not part:
+      continue
+    ends = part.split("-")
+    if len(ends) > 2 or not all(e.strip().isdigit() for e in ends):
+      raise ValueError(f"{flag}: {part!r} is not a non-negative integer or A-B range "
+                       f"in {text!r} ({hint})")
+    lo, hi = int(ends[0]), int(ends[-1])
+    if hi < lo:
+      raise ValueError(f"{flag}: empty range {part!r} in {text!r} ({hint})")
+    out.extend(range(lo, hi + 1))
   if not out:
-    raise ValueError(f"no seeds in {text!r}")
+    raise ValueError(f"{flag}: no seeds in {text!r} ({hint})")
+  if max(out) >= 2**32:
+    raise ValueError(f"{flag}: seeds must be below 2**32 (numpy RandomState), got {text!r}")
   return out
 
 
-def _float_list(text: str) -> list[float]:
+def _float_list(text: str, flag: str = "--yaws") -> list[float]:
   try:
     return [float(v) for v in text.split(",") if v.strip()]
-  except ValueError as e:
-    raise ValueError(f"expected comma-separated numbers (radians), got {text!r}") from e
+  except ValueError:
+    raise ValueError(f"{flag}: expected comma-separated numbers (radians), got {text!r}") from None
 
 
 def add_arguments(p) -> None:
@@ -72,19 +83,45 @@ def add_arguments(p) -> None:
                  help="mp4 needs imageio + imageio-ffmpeg (pip install jaxinv[video]); else gif")
   p.add_argument("--batch", type=int, default=4, help="views rendered per call (default 4)")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace output files that already exist in --outdir (default: refuse)")
+
+
+def _check_source(args) -> None:
+  """Refuses a bad checkpoint/preset choice before any slow work."""
+  if args.preset and args.checkpoint:
+    raise SystemExit("jaxinv generate: error: give a checkpoint or --preset, not both")
+  if args.preset:
+    return
+  if not args.checkpoint:
+    raise SystemExit("jaxinv generate: error: give a generator checkpoint (see --help), "
+                     "or --preset tiny-random")
+  if not os.path.exists(args.checkpoint):
+    raise FileNotFoundError(f"no such checkpoint: {args.checkpoint}")
+  if os.path.isdir(args.checkpoint):
+    raise IsADirectoryError(f"checkpoint {args.checkpoint} is a folder, expected a .pkl/.npz/.pt file")
+  with open(args.checkpoint, "rb"):  # unreadable (permissions) fails here, not after imports
+    pass
 
 
 def _load(args):
-  if args.preset and args.checkpoint:
-    raise SystemExit("give a checkpoint or --preset, not both")
   if args.preset == "tiny-random":
     from jaxinv.models.eg3d import tiny_eg3d
     print("NOTE: --preset tiny-random is a randomly initialised generator (no trained weights).")
     return tiny_eg3d(0)
-  if not args.checkpoint:
-    raise SystemExit("give a generator checkpoint (see --help), or --preset tiny-random")
   from jaxinv.api import load_generator
   return load_generator(args.checkpoint)
+
+
+def _planned_outputs(args, seeds) -> list[str]:
+  """Every file this run writes; both video suffixes, since mp4 may fall back to gif."""
+  out = []
+  for seed in seeds:
+    base = os.path.join(args.outdir, f"seed{seed:04d}")
+    out += [base + ".png", base + "_depth.png"]
+    if args.video_frames > 0:
+      out += [base + "_sweep.mp4", base + "_sweep.gif"]
+  return out + [os.path.join(args.outdir, "grid.png")]
 
 
 def _to_uint8(img):
@@ -129,13 +166,25 @@ def _write_video(frames, path_base, fmt):
 
 
 def run(args) -> int:
+  from jaxinv.cli import CommandError, output_dir, refuse_existing
   try:
-    seeds = _int_list(args.seeds)
-    yaws = _float_list(args.yaws)
+    seeds = _int_list(args.seeds, "--seeds")
+    yaws = _float_list(args.yaws, "--yaws")
   except ValueError as e:
-    raise SystemExit(f"jaxinv generate: {e}")
+    raise SystemExit(f"jaxinv generate: error: {e}")
   if not yaws:
-    raise SystemExit("jaxinv generate: --yaws is empty")
+    raise SystemExit("jaxinv generate: error: --yaws is empty")
+  for flag, value, low in (("--batch", args.batch, 1), ("--video-frames", args.video_frames, 0),
+                           ("--resolution", 1 if args.resolution is None else args.resolution, 1)):
+    if value < low:
+      raise SystemExit(f"jaxinv generate: error: {flag} must be >= {low}, got {value}")
+  # Every path is checked before the (slow) generator build.
+  _check_source(args)
+  output_dir(args.outdir, what="--outdir")
+  planned = _planned_outputs(args, seeds)
+  if len(set(planned)) != len(planned):
+    raise CommandError("--seeds lists a seed twice")
+  refuse_existing(*planned, overwrite=args.overwrite)
   from tqdm import tqdm
   import jax
 

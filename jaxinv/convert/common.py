@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import tempfile
 import zipfile
 from typing import Any, Iterable, Mapping
 
@@ -164,10 +165,19 @@ def save_native(path: str | os.PathLike, kind: str, config: Mapping[str, Any],
   meta = {"kind": kind, "format_version": NATIVE_FORMAT_VERSION, "config": _jsonable(config)}
   flat[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   path = os.fspath(path)
-  tmp = path + ".tmp"
-  with open(tmp, "wb") as f:  # np.savez would append '.npz' to a bare name
-    np.savez(f, **flat)
-  os.replace(tmp, path)
+  # A fresh temporary name beside the target (never a user's file such as PATH.tmp), renamed
+  # into place only once complete, and removed if writing fails.
+  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".partial",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "wb") as f:  # np.savez would append '.npz' to a bare name
+      np.savez(f, **flat)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def is_native(path: str | os.PathLike) -> bool:
