@@ -180,8 +180,37 @@ def save_native(path: str | os.PathLike, kind: str, config: Mapping[str, Any],
     raise
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def check_zip_intact(path: str | os.PathLike) -> None:
+  """Raises ``ValueError`` if ``path`` begins like a zip archive (``.npz``, torch ``.pt``) but its
+  directory cannot be read: a truncated download or copy, not a file of another kind."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(4)
+  except OSError:
+    return
+  if head not in _ZIP_MAGIC:
+    return
+  try:
+    with zipfile.ZipFile(path):
+      pass
+  except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    size = os.path.getsize(path)
+    raise ValueError(f"{path}: truncated or corrupt file ({size:,} bytes): it starts as a zip "
+                     f"archive (.npz / torch .pt) but its directory is unreadable ({e}); "
+                     "download or convert it again") from None
+
+
 def is_native(path: str | os.PathLike) -> bool:
-  """True if ``path`` is a jaxinv native checkpoint."""
+  """True if ``path`` is a jaxinv native checkpoint.
+
+  Raises:
+    ValueError: the file is a truncated or corrupt zip archive (see :func:`check_zip_intact`),
+      so what kind of file it was cannot be told.
+  """
+  check_zip_intact(path)
   try:
     with zipfile.ZipFile(path) as zf:
       return f"{_META_KEY}.npy" in zf.namelist()
