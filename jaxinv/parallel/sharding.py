@@ -99,3 +99,85 @@ def shard_batch(tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 def replicate(tree, mesh: Mesh):
   """Places every leaf of ``tree`` (e.g. parameters) fully replicated on ``mesh``."""
   return jax.tree_util.tree_map(lambda x: jax.device_put(x, replicated(mesh)), tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training meshes: axes ("data", "fsdp").
+#
+# The batch's leading axis is split over both axes (every device sees batch / n_devices rows);
+# parameters and optimizer state are replicated, except that with an ``fsdp`` axis of size > 1 a
+# leaf of at least ``FSDP_MIN_SIZE`` elements is split over ``fsdp`` along its largest axis that
+# the axis size divides (ZeRO-3 style: XLA all-gathers it where it is used).
+# ---------------------------------------------------------------------------------------------
+TRAIN_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp")
+FSDP_MIN_SIZE = 2 ** 18
+
+
+def make_train_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
+  """A ``("data", "fsdp")`` mesh over all (global) devices; ``-1`` takes what is left."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if data == -1 and fsdp == -1:
+    raise ValueError("mesh: at most one of data / fsdp may be -1")
+  if data == -1:
+    if n % fsdp:
+      raise ValueError(f"mesh: fsdp={fsdp} does not divide the {n} devices")
+    data = n // fsdp
+  elif fsdp == -1:
+    if n % data:
+      raise ValueError(f"mesh: data={data} does not divide the {n} devices")
+    fsdp = n // data
+  if data * fsdp != n:
+    raise ValueError(f"mesh: data={data} x fsdp={fsdp} != {n} devices")
+  return Mesh(np.asarray(devices).reshape(data, fsdp), TRAIN_AXES)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:
+  """Leading axis split over the mesh's batch axes, the rest replicated."""
+  axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
+  return NamedSharding(mesh, PartitionSpec(axes, *([None] * (ndim - 1))))
+
+
+def batch_divisor(mesh: Mesh) -> int:
+  """How many ways the batch is split (the batch size must be a multiple)."""
+  return int(np.prod([mesh.shape[a] for a in BATCH_AXES if a in mesh.axis_names]))
+
+
+def param_spec(shape, mesh: Mesh, min_size: int = FSDP_MIN_SIZE) -> PartitionSpec:
+  """The training rule for one parameter / optimizer-state leaf of this ``shape``."""
+  n = dict(mesh.shape).get("fsdp", 1)
+  if n <= 1 or not shape or int(np.prod(shape)) < min_size:
+    return PartitionSpec()
+  for axis in sorted(range(len(shape)), key=lambda i: -shape[i]):
+    if shape[axis] % n == 0:
+      spec = [None] * len(shape)
+      spec[axis] = "fsdp"
+      return PartitionSpec(*spec)
+  return PartitionSpec()
+
+
+def param_shardings(tree, mesh: Mesh, min_size: int = FSDP_MIN_SIZE):
+  """``NamedSharding`` per leaf of ``tree`` (arrays or ShapeDtypeStructs) by ``param_spec``."""
+  return jax.tree_util.tree_map(
+      lambda x: NamedSharding(mesh, param_spec(tuple(np.shape(x)), mesh, min_size)), tree)
+
+
+def host_batch_to_global(tree, mesh: Mesh, global_batch: int):
+  """This process's rows of a batch (numpy leaves, leading axis = local rows) -> global arrays.
+
+  Leaves without a leading batch axis (scalars) must be equal on every process and are
+  replicated.
+  """
+  nproc = jax.process_count()
+
+  def put(x):
+    x = np.asarray(x)
+    if x.ndim == 0:
+      return jax.make_array_from_process_local_data(replicated(mesh), x, ())
+    if x.shape[0] * nproc != global_batch:
+      raise ValueError(f"host batch has {x.shape[0]} rows on each of {nproc} processes; "
+                       f"the global batch is {global_batch}")
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, x.ndim), x,
+                                                  (global_batch,) + x.shape[1:])
+  return jax.tree_util.tree_map(put, tree)

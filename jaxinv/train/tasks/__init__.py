@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 from jaxinv.train.tasks.base import Phase, Task, TaskInit
 
 _MODULES = {
+    "debug": "jaxinv.train.tasks.debug",
     "psp": "jaxinv.train.tasks.psp",
     "e4e": "jaxinv.train.tasks.e4e",
     "preim3d": "jaxinv.train.tasks.preim3d",
