@@ -9,6 +9,8 @@ parting, ears, background). A per-pixel uncertainty ``sigma(x_m) > 0`` down-weig
   ``log(sqrt(2 pi)) + mean_uv [log sigma + l_uv^2 / (2 sigma^2)]``
 * eq. 15 (sigma from a frozen, pre-trained predictor): ``mean_uv [l_uv / sigma]`` -- the
   ``log sigma`` term is constant then, and TriPlaneNet uses the squared (L2) distance there.
+  TriPlaneNet's v2 code: ``mean_uv [l_uv / (sigma + 1)]`` (``EPS = 1``), optionally normalised by
+  ``mean_uv [1 / (sigma + 1)]`` per sample (``symmetry_loss(..., eps=1.0, normalize=True)``).
 
 ``l_uv`` is the per-pixel distance (``'l1'``, squared ``'l2'`` or ``'smooth_l1'`` -- the second
 TriPlaneNet branch swaps L2 for smooth-L1), averaged over channels, like Wu et al.'s code.
@@ -57,10 +59,23 @@ def _check(x_m, y_hat_m, sigma):
     raise ValueError(f"sigma must be [B, H, W, 1] = {x_m.shape[:3] + (1,)}, got {sigma.shape}")
 
 
-def symmetry_loss(x_m, y_hat_m, sigma, distance: Distance = "l2", eps: float = 1e-7):
-  """Eq. 15: ``mean(l / sigma)`` with a given (frozen) uncertainty map ``sigma [B, H, W, 1]``."""
+def symmetry_loss(x_m, y_hat_m, sigma, distance: Distance = "l2", eps: float = 1e-7,
+                  normalize: bool = False):
+  """Eq. 15: ``mean(l / sigma)`` with a given (frozen) uncertainty map ``sigma [B, H, W, 1]``.
+
+  ``eps`` is added to ``sigma``: tiny (default) for the paper's eq. 15; TriPlaneNet's v2 code uses
+  ``EPS = 1``, i.e. ``mean(l / (sigma + 1))``, which stays finite for ``sigma -> 0``.
+  ``normalize=True`` is the code's ``--normalize_mirror``: per sample,
+  ``mean_uv(l / (sigma + eps)) / mean_uv(1 / (sigma + eps))`` (a weighted mean of ``l`` whose
+  weights sum to one), then the batch mean. With ``sigma = 1`` everywhere both forms reduce to
+  ``mean(l) / (1 + eps)`` and ``mean(l)``.
+  """
   _check(x_m, y_hat_m, sigma)
-  return jnp.mean(pixel_distance(x_m, y_hat_m, distance) / (sigma + eps))
+  weighted = pixel_distance(x_m, y_hat_m, distance) / (sigma + eps)
+  if not normalize:
+    return jnp.mean(weighted)
+  per_sample = jnp.mean(weighted, axis=(1, 2, 3))
+  return jnp.mean(per_sample / jnp.mean(1.0 / (sigma + eps), axis=(1, 2, 3)))
 
 
 def symmetry_nll(x_m, y_hat_m, sigma, density: Literal["laplacian", "gaussian"] = "laplacian",
