@@ -35,6 +35,12 @@ CONDITIONINGS = ("render", "canonical")
 C_FRONT = np.array([1, 0, 0, 0, 0, -1, 0, 0, 0, 0, -1, 2.7, 0, 0, 0, 1,
                     cam.DEFAULT_FOCAL, 0, 0.5, 0, cam.DEFAULT_FOCAL, 0.5, 0, 0, 1], np.float32)
 
+# flip_yaw as a sign pattern on the 25 label numbers: cam2world entries (0, 1), (0, 2), (0, 3), (1, 0),
+# (2, 0) (row-major 1, 2, 3, 4, 8) change sign.
+FLIP_YAW_SIGN = np.ones(25, np.float32)
+FLIP_YAW_SIGN[[1, 2, 3, 4, 8]] = -1.0
+FLIP_YAW_SIGN.setflags(write=False)
+
 
 @dataclasses.dataclass(frozen=True)
 class PoseDistribution:
@@ -193,9 +199,7 @@ def flip_yaw(c):
   (cx = 0.5, no skew), which EG3D's labels always have.
   """
   c = jnp.asarray(c)
-  sign = np.ones(25, np.float32)
-  sign[[1, 2, 4, 8, 3]] = -1.0  # row-major (0,1), (0,2), (1,0), (2,0), (0,3)
-  return c * jnp.asarray(sign, c.dtype)
+  return c * jnp.asarray(FLIP_YAW_SIGN, c.dtype)
 
 
 def flip_images(x):
