@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv import checks
-from jaxinv.nn.decoder import OSGDecoder
+from jaxinv.nn.decoder import OSGDecoder, fused_weights
 from jaxinv.nn.mapping import MappingNetwork
 from jaxinv.nn.superresolution import Superresolution, sr_spec
 from jaxinv.nn.synthesis import NOISE_MODES, SynthesisNetwork
 from jaxinv.render.options import RenderOptions, split_rendering_kwargs
 from jaxinv.render.rays import rays_from_label
-from jaxinv.render.renderer import render
+from jaxinv.render.renderer import RENDER_KERNELS, render, resolve_kernel
 
 PLANE_RESOLUTION = 256   # the backbone's output size (fixed in the official TriPlaneGenerator)
 PLANE_CHANNELS = 32      # features per plane
@@ -82,6 +82,9 @@ class EG3DConfig:
     inplace_image_raw: reproduce the official 2X/4X in-place ``image_raw`` quirk (default True).
     fused_modconv: evaluate modulated convolutions in the per-sample-kernel (official eval-mode)
       form; False (default) uses the equal and faster activation-scaling form.
+    render_kernel: the renderer's implementation, 'xla', 'pallas' (the fused tri-plane
+      ray-marching kernel; interpret mode off-GPU) or 'auto' (default: Pallas on GPU, XLA
+      elsewhere). Same numbers and gradients; a runtime switch, not stored by ``to_json``.
     num_fp16_res, sr_fused_modconv_default, fused_modconv_default, extra: stored for round trips.
   """
   z_dim: int = 512
@@ -110,8 +113,11 @@ class EG3DConfig:
   render_options: RenderOptions = RenderOptions()
   inplace_image_raw: bool = True
   fused_modconv: bool = False
+  render_kernel: str = "auto"
 
   def __post_init__(self):
+    if self.render_kernel not in RENDER_KERNELS:
+      raise ValueError(f"render_kernel must be one of {RENDER_KERNELS}, got {self.render_kernel!r}")
     sr_spec(self.superresolution_module)  # refuses unknown modules by name
     if self.superresolution_noise_mode not in NOISE_MODES:
       raise ValueError(f"superresolution_noise_mode must be one of {NOISE_MODES}, got "
@@ -299,8 +305,13 @@ class TriPlaneGenerator(nn.Module):
     cfg = self.config
     b = ws.shape[0]
     origins, dirs = rays_from_label(c, resolution)
-    feats, depth, wsum = render(planes, lambda f, d: self.decoder(f, d), origins, dirs,
-                                cfg.render_options, key=key, draws=draws)
+    kernel = resolve_kernel(cfg.render_kernel)
+    if kernel == "pallas":
+      decoder = fused_weights(self.decoder.variables["params"], cfg.render_options.decoder_lr_mul)
+    else:
+      decoder = lambda f, d: self.decoder(f, d)  # noqa: E731
+    feats, depth, wsum = render(planes, decoder, origins, dirs, cfg.render_options, key=key,
+                                draws=draws, kernel=kernel)
     r = resolution
     feature_image = feats.reshape(b, r, r, feats.shape[-1])  # ray m = row * R + col
     image_depth = depth.reshape(b, r, r, 1)

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.ops.pallas.raymarch import MLPDecoder
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -63,6 +65,20 @@ class OSGDecoder(nn.Module):
     rgb = jax.nn.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
     sigma = x[..., 0:1]
     return {"rgb": rgb, "sigma": sigma}
+
+
+def fused_weights(params, lr_mul: float = 1.0) -> MLPDecoder:
+  """The decoder's weights with the equalized-lr gains applied, for the fused ray-marching kernel.
+
+  ``params``: the ``OSGDecoder`` variables (``{'params': {'net_0': ..., 'net_2': ...}}`` or the inner
+  dict). Computes exactly what ``EqualizedDense`` multiplies at call time, so the kernel (and
+  ``render`` with these weights on XLA) decodes the same numbers; differentiable in ``params``.
+  """
+  p = params.get("params", params)
+  l0, l2 = p["net_0"], p["net_2"]
+  return MLPDecoder(
+      w_hidden=l0["weight"] * (lr_mul / np.sqrt(l0["weight"].shape[0])), b_hidden=l0["bias"] * lr_mul,
+      w_out=l2["weight"] * (lr_mul / np.sqrt(l2["weight"].shape[0])), b_out=l2["bias"] * lr_mul)
 
 
 def decoder_params_from_state_dict(sd: Mapping[str, np.ndarray], prefix: str = "decoder."):

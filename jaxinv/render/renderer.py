@@ -6,6 +6,8 @@ random calls of the official code, in order); with neither it is deterministic (
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Callable, Mapping
 
 import jax
@@ -13,8 +15,9 @@ import jax.numpy as jnp
 
 from jaxinv import checks
 from jaxinv.ops.pallas import raymarch
+from jaxinv.ops.pallas.raymarch import MLPDecoder
 from jaxinv.render import marcher, sampling
-from jaxinv.render.options import RenderOptions
+from jaxinv.render.options import PLANE_AXES_EG3D, RenderOptions
 from jaxinv.render.triplane import sample_from_planes
 
 # decoder_apply(sampled_features [B, 3, N, C], directions [B, N, 3]) -> {'rgb': [B, N, F], 'sigma': [B, N, 1]}
@@ -53,15 +56,56 @@ def _decode(planes, decoder_apply, origins, directions, depths, options):
   return rgb, sigma
 
 
-def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
+RENDER_KERNELS = ("xla", "pallas", "auto")
+
+
+def resolve_kernel(kernel: str) -> str:
+  """``'xla'`` or ``'pallas'`` for a requested ``render_kernel`` (``'auto'``: Pallas on GPU).
+
+  On a GPU, ``'auto'`` first runs the kernel once on a tiny input and compares it with its
+  reference; if it does not lower or disagrees, it warns once and renders with XLA.
+  """
+  if kernel not in RENDER_KERNELS:
+    raise ValueError(f"render_kernel must be one of {RENDER_KERNELS}, got {kernel!r}")
+  if kernel != "auto":
+    return kernel
+  return "pallas" if jax.default_backend() == "gpu" and _pallas_works_here() else "xla"
+
+
+@functools.lru_cache(maxsize=None)
+def _pallas_works_here() -> bool:
+  try:
+    k = jax.random.split(jax.random.PRNGKey(0), 3)
+    planes = jax.random.normal(k[0], (1, 3, 8, 8, 32))
+    dec = MLPDecoder(jax.random.normal(k[1], (32, 64)) / 6, jnp.zeros((64,)),
+                     jax.random.normal(k[2], (64, 33)) / 8, jnp.zeros((33,)))
+    o = jnp.broadcast_to(jnp.array([0.0, 0.0, -2.0]), (1, 64, 3))
+    d = jnp.broadcast_to(jnp.array([0.0, 0.0, 1.0]), (1, 64, 3))
+    t = jnp.broadcast_to(jnp.linspace(1.5, 2.5, 12).reshape(1, 1, 12, 1), (1, 64, 12, 1))
+    kw = dict(box_warp=1.0, plane_axes=PLANE_AXES_EG3D)
+    got = jax.jit(functools.partial(raymarch.march, **kw))(planes, dec, o, d, t)[0]
+    ref = raymarch.march_reference(planes, dec, o, d, t, **kw)[0]
+    ok = bool(jnp.max(jnp.abs(got - ref)) < 1e-4)
+    if not ok:
+      warnings.warn("render_kernel='auto': the Pallas ray-marching kernel disagrees with its "
+                    "reference on this GPU; rendering with XLA")
+    return ok
+  except Exception as e:  # lowering/compilation failure on an untested GPU or toolchain
+    warnings.warn(f"render_kernel='auto': the Pallas ray-marching kernel does not run here "
+                  f"({type(e).__name__}: {str(e)[:200]}); rendering with XLA")
+    return False
+
+
+def render(planes, decoder_apply: DecoderApply | MLPDecoder, ray_origins, ray_directions,
            options: RenderOptions, *, key=None, draws=None, ray_chunk: int | str | None = "auto",
-           fused_composite: bool = False):
+           kernel: str = "xla", interpret: bool | None = None, block_rays: int | None = None):
   """Renders rays through tri-planes (the official ``ImportanceRenderer.forward``).
 
   Args:
     planes: [B, 3, H, W, C] tri-plane features.
     decoder_apply: maps (sampled_features [B, 3, N, C], directions [B, N, 3]) to
-      {'rgb': [B, N, F], 'sigma': [B, N, 1]}, e.g. ``partial(OSGDecoder().apply, params)``.
+      {'rgb': [B, N, F], 'sigma': [B, N, 1]}, e.g. ``partial(OSGDecoder().apply, params)``; or the
+      OSG decoder's weights as a ``raymarch.MLPDecoder`` (needed by the Pallas kernel).
     ray_origins, ray_directions: [B, M, 3] (unit directions).
     options: RenderOptions.
     key: optional PRNG key for the jitter and importance draws.
@@ -71,8 +115,11 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
       the same, the working set is smaller (faster on CPU, less memory everywhere). Must divide M.
       'auto' picks a power-of-two divisor of M from the backend and the samples per ray; None
       renders all rays at once.
-    fused_composite: composite with the Pallas kernel (``ops.pallas.raymarch``, GPU) instead of
-      jnp; same numbers to float32 rounding. Not validated on hardware yet: off by default.
+    kernel: 'xla' (jnp ops), 'pallas' (the fused tri-plane ray-marching kernel
+      ``ops.pallas.raymarch.march`` for the coarse and the final pass; importance sampling stays in
+      XLA) or 'auto' (Pallas on GPU, else XLA). Same numbers (float32 rounding) and gradients.
+    interpret: run the Pallas kernel in interpret mode; None = when not on a GPU.
+    block_rays: rays per Pallas program; None = 64 on GPU, 512 in interpret mode.
   Returns:
     feature_samples: [B, M, F] composited features mapped to [-1, 1].
     depth: [B, M, 1] expected depth, clamped to the global sample-depth range.
@@ -82,6 +129,22 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
   checks.check_shape(ray_origins, "ray_origins", (planes.shape[0], None, 3), "[B, M, 3]")
   checks.check_shape(ray_directions, "ray_directions", ray_origins.shape, "[B, M, 3]")
   b, m, _ = ray_origins.shape
+  kernel = resolve_kernel(kernel)
+  if kernel == "pallas":
+    if not isinstance(decoder_apply, MLPDecoder):
+      raise TypeError("render(kernel='pallas') needs the decoder's weights as a "
+                      "raymarch.MLPDecoder (e.g. nn.decoder.fused_weights(params)), not a callable")
+    if interpret is None:
+      interpret = jax.default_backend() != "gpu"
+    if block_rays is None:
+      block_rays = 512 if interpret else 64
+    fused = functools.partial(raymarch.march, box_warp=options.box_warp,
+                              plane_axes=options.plane_axes, white_back=options.white_back,
+                              interpret=interpret, block_rays=block_rays)
+  else:
+    fused = None
+    if isinstance(decoder_apply, MLPDecoder):
+      decoder_apply = functools.partial(_apply_mlp_decoder, decoder_apply)
   if draws is None and key is not None:
     draws = make_draws(key, b, m, options)
   draws = {} if draws is None else dict(draws)
@@ -109,7 +172,9 @@ def render(planes, decoder_apply: DecoderApply, ray_origins, ray_directions,
 
   def rays_fn(args):
     o, d, us, ui = args
-    return _render_rays(planes, decoder_apply, o, d, options, us, ui, fused_composite)
+    if fused is not None:
+      return _render_rays_fused(planes, decoder_apply, o, d, options, us, ui, fused)
+    return _render_rays(planes, decoder_apply, o, d, options, us, ui)
 
   if ray_chunk is None or ray_chunk >= m:
     rgb, depth, wsum, dmin, dmax = rays_fn((ray_origins, ray_directions, u_strat, u_imp))
@@ -141,16 +206,49 @@ def auto_ray_chunk(batch: int, num_rays: int, samples_per_ray: int) -> int | Non
   return None if chunk == num_rays else chunk
 
 
-def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp,
-                 fused_composite=False):
-  """Per-ray part of ``render``: (rgb, unclamped depth, weight sum, min depth, max depth)."""
+def _apply_mlp_decoder(decoder: MLPDecoder, sampled_features, directions=None):
+  """``OSGDecoder.apply`` from its ``MLPDecoder`` weights (the same ops, so the same numbers)."""
+  del directions
+  rgb, sigma = raymarch.decode_reference(decoder, jnp.mean(sampled_features, axis=1))
+  return {"rgb": rgb, "sigma": sigma}
+
+
+def _coarse_depths(ray_origins, ray_directions, options, u_strat):
   b, m, _ = ray_origins.shape
   if options.auto_range:
     ray_start, ray_end = sampling.ray_box_limits(ray_origins, ray_directions, options.box_warp)
   else:
     ray_start, ray_end = float(options.ray_start), float(options.ray_end)
-  depths_coarse = sampling.stratified_depths(
+  return sampling.stratified_depths(
       b, m, ray_start, ray_end, options.depth_resolution, u_strat, options.disparity_space_sampling)
+
+
+def _render_rays_fused(planes, decoder, ray_origins, ray_directions, options, u_strat, u_imp,
+                       fused):
+  """``_render_rays`` with the fused kernel: coarse weights, then all samples in one walk.
+
+  The coarse pass only feeds importance sampling (no gradient, as in the XLA path), so it runs on
+  stopped inputs. The final pass re-decodes the coarse points together with the fine ones in depth
+  order instead of reading stored coarse features: the same values, and no per-sample tensor in
+  memory.
+  """
+  depths = _coarse_depths(ray_origins, ray_directions, options, u_strat)
+  if options.depth_resolution_importance > 0:
+    sg = jax.lax.stop_gradient
+    _, _, _, weights = fused(sg(planes), sg(decoder), sg(ray_origins), sg(ray_directions),
+                             sg(depths), with_weights=True)
+    depths_fine = sampling.sample_importance(depths, weights, options.depth_resolution_importance,
+                                             u_imp)
+    depths = jnp.concatenate([depths, depths_fine], axis=-2)
+    order = jnp.argsort(depths[..., 0], axis=-1, stable=True)[..., None]
+    depths = jnp.take_along_axis(depths, order, axis=-2)
+  rgb, depth, wsum, _ = fused(planes, decoder, ray_origins, ray_directions, depths)
+  return rgb, depth, wsum, jnp.min(depths), jnp.max(depths)
+
+
+def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp):
+  """Per-ray part of ``render``: (rgb, unclamped depth, weight sum, min depth, max depth)."""
+  depths_coarse = _coarse_depths(ray_origins, ray_directions, options, u_strat)
   colors_coarse, densities_coarse = _decode(planes, decoder_apply, ray_origins, ray_directions,
                                             depths_coarse, options)
   n_importance = options.depth_resolution_importance
@@ -164,12 +262,8 @@ def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_
                                               depths_fine, colors_fine, densities_fine)
   else:
     depths, colors, densities = depths_coarse, colors_coarse, densities_coarse
-  if fused_composite:
-    rgb, depth, weights = raymarch.composite(colors, densities, depths, white_back=options.white_back)
-  else:
-    rgb, depth, weights = marcher.composite(colors, densities, depths,
-                                            white_back=options.white_back,
-                                            clamp_mode=options.clamp_mode)
+  rgb, depth, weights = marcher.composite(colors, densities, depths, white_back=options.white_back,
+                                          clamp_mode=options.clamp_mode)
   return rgb, depth, jnp.sum(weights, axis=2), jnp.min(depths), jnp.max(depths)
 
 
