@@ -175,6 +175,106 @@ class EG3DDataset:
     return self._files.read(self.names[raw_index])
 
 
+class ArraySource:
+  """An in-memory EG3D-style source: ``images uint8 [N, H, W, 3]``, ``labels [N, 25]``.
+
+  Same record fields and ``mirror`` convention as :class:`EG3DDataset` (record ``N + i`` is record
+  ``i`` flipped, with :func:`flip_yaw_np` labels).
+  """
+
+  def __init__(self, images, labels, names: Sequence[str] | None = None, *, mirror: bool = False):
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"images: expected uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    labels = np.asarray(labels, np.float32)
+    if labels.shape != (images.shape[0], 25):
+      raise ValueError(f"labels: expected [{images.shape[0]}, 25], got {labels.shape}")
+    self.images, self.raw_labels = images, labels
+    self.names = tuple(names) if names is not None else tuple(
+        f"{i:08d}.png" for i in range(len(images)))
+    self.mirror = bool(mirror)
+
+  def __len__(self) -> int:
+    return len(self.images) * (2 if self.mirror else 1)
+
+  @property
+  def labels(self) -> np.ndarray:
+    if not self.mirror:
+      return self.raw_labels
+    return np.concatenate([self.raw_labels, flip_yaw_np(self.raw_labels)])
+
+  def __getitem__(self, index: int) -> dict:
+    index = int(index)
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range [0, {len(self)})")
+    n = len(self.images)
+    raw, mirrored = index % n, index >= n
+    image, c = self.images[raw], self.raw_labels[raw]
+    if mirrored:
+      image, c = np.ascontiguousarray(image[:, ::-1]), flip_yaw_np(c)
+    return dict(image=image, c=np.array(c, np.float32), name=self.names[raw], mirrored=mirrored,
+                index=index)
+
+
+def write_eg3d_dataset(path, images, labels, names: Sequence[str] | None = None) -> str:
+  """Writes an EG3D-format dataset: PNG files + ``dataset.json``; a ``.zip`` path writes a zip.
+
+  Args:
+    path: a folder (created) or a file name ending in ``.zip``.
+    images: uint8 ``[N, H, W, 3]``.
+    labels: ``[N, 25]`` camera labels.
+    names: file names (default ``00000000.png`` ...).
+  Returns:
+    ``path`` as a string.
+  """
+  src = ArraySource(images, labels, names)
+  path = os.fspath(path)
+  entries = []
+  for i, name in enumerate(src.names):
+    buf = io.BytesIO()
+    PIL.Image.fromarray(src.images[i]).save(buf, format="PNG")
+    entries.append((name, buf.getvalue()))
+  meta = json.dumps({"labels": [[n, [float(x) for x in l]] for n, l in
+                                zip(src.names, src.raw_labels)]})
+  if path.endswith(".zip"):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+      z.writestr("dataset.json", meta)
+      for name, data in entries:
+        z.writestr(name, data)
+  else:
+    os.makedirs(path, exist_ok=True)
+    for name, data in entries:
+      full = os.path.join(path, *name.split("/"))
+      os.makedirs(os.path.dirname(full), exist_ok=True)
+      with open(full, "wb") as f:
+        f.write(data)
+    with open(os.path.join(path, "dataset.json"), "w") as f:
+      f.write(meta)
+  return path
+
+
+def world_stand_in(num_images: int = 64, resolution: int = 64, seed: int = 0, *,
+                   mirror: bool = False, poses=None) -> ArraySource:
+  """A small stand-in "real" dataset the project makes itself: scenes of the procedural world.
+
+  ``num_images`` scenes ``z ~ N(0, I)`` of :mod:`jaxinv.data.world` rendered at ``resolution`` from
+  cameras of ``poses`` (default :meth:`PoseDistribution.eg3d_gaussian
+  <jaxinv.data.synthetic.PoseDistribution.eg3d_gaussian>`), all from ``seed``: deterministic, so
+  every process builds the same records. For ``runlocal`` configs without a dataset.
+  """
+  import jax
+
+  from jaxinv.data import synthetic, world
+  poses = synthetic.PoseDistribution.eg3d_gaussian() if poses is None else poses
+  kz, kc = jax.random.split(jax.random.PRNGKey(seed))
+  z = world.sample_z(kz, num_images)
+  c = jax.jit(synthetic.sample_poses, static_argnums=(1, 2))(kc, num_images, poses)
+  out = world.render(z, c, resolution)
+  images = np.asarray(np.round((np.asarray(out["image"]) + 1.0) * 127.5).clip(0, 255), np.uint8)
+  return ArraySource(images, np.asarray(c), mirror=mirror)
+
+
 # ------------------------------------------------------------------ sharding and iteration
 
 
@@ -244,12 +344,15 @@ class DataIterator:
       ``jax.process_count()``).
     num_epochs: stop after this many epochs (None = forever).
     keys: record fields stacked into the batch (others, e.g. ``name``, are dropped).
+    normalize: turn ``image`` into float32 in [-1, 1] (:func:`normalize_images`); False keeps
+      uint8 (4x less to copy to the device; normalize there).
   """
 
   def __init__(self, source: RandomAccessSource, global_batch_size: int, *, seed: int = 0,
                shuffle: bool = True, process_index: int | None = None,
                process_count: int | None = None, num_epochs: int | None = None,
-               keys: Sequence[str] = ("image", "c", "index", "mirrored")):
+               keys: Sequence[str] = ("image", "c", "index", "mirrored"),
+               normalize: bool = False):
     if process_index is None or process_count is None:
       import jax  # only for the defaults; the data layer itself is host numpy
       process_index = jax.process_index() if process_index is None else process_index
@@ -269,6 +372,7 @@ class DataIterator:
     self.shuffle = bool(shuffle)
     self.num_epochs = num_epochs
     self.keys = tuple(keys)
+    self.normalize = bool(normalize)
     self.batches_per_epoch = self.num_records // self.global_batch_size
     self._state = IteratorState(0, 0, int(seed), self.num_records, self.global_batch_size)
     self._perm_epoch, self._perm = None, None
@@ -316,6 +420,8 @@ class DataIterator:
       raise StopIteration
     records = [self.source[int(i)] for i in self.local_indices(s.epoch, s.position)]
     batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in self.keys}
+    if self.normalize and "image" in batch:
+      batch["image"] = normalize_images(batch["image"])
     position, epoch = s.position + 1, s.epoch
     if position == self.batches_per_epoch:
       position, epoch = 0, epoch + 1
