@@ -16,11 +16,13 @@ Typical use in a trainer (one process of ``jax.process_count()``)::
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import json
 import os
 import posixpath
+import threading
 import zipfile
 from typing import Any, Mapping, Protocol, Sequence
 
@@ -74,17 +76,23 @@ class _Files:
       raise FileNotFoundError(f"EG3D dataset: {self.path!r} is neither a folder nor a zip file")
     self._zip = None
     self._pid = None
+    self._lock = threading.Lock()
 
   def read(self, name: str) -> bytes:
     if self.kind == "dir":
       with open(os.path.join(self.path, *name.split("/")), "rb") as f:
         return f.read()
-    if self._zip is None or self._pid != os.getpid():
-      self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
-    return self._zip.read(name)
+    with self._lock:  # one ZipFile per process; its reads are safe from several threads
+      if self._zip is None or self._pid != os.getpid():
+        self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+      z = self._zip
+    return z.read(name)
 
   def __getstate__(self):
-    return dict(self.__dict__, _zip=None, _pid=None)
+    return {k: v for k, v in dict(self.__dict__, _zip=None, _pid=None).items() if k != "_lock"}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _lock=threading.Lock())
 
 
 def decode_image(data: bytes, resolution: int | None = None) -> np.ndarray:
@@ -346,13 +354,15 @@ class DataIterator:
     keys: record fields stacked into the batch (others, e.g. ``name``, are dropped).
     normalize: turn ``image`` into float32 in [-1, 1] (:func:`normalize_images`); False keeps
       uint8 (4x less to copy to the device; normalize there).
+    num_threads: records of a batch are read and decoded by this many threads (PIL releases the
+      GIL while decoding); 1 reads them in the calling thread. The result does not depend on it.
   """
 
   def __init__(self, source: RandomAccessSource, global_batch_size: int, *, seed: int = 0,
                shuffle: bool = True, process_index: int | None = None,
                process_count: int | None = None, num_epochs: int | None = None,
                keys: Sequence[str] = ("image", "c", "index", "mirrored"),
-               normalize: bool = False):
+               normalize: bool = False, num_threads: int = 8):
     if process_index is None or process_count is None:
       import jax  # only for the defaults; the data layer itself is host numpy
       process_index = jax.process_index() if process_index is None else process_index
@@ -373,6 +383,8 @@ class DataIterator:
     self.num_epochs = num_epochs
     self.keys = tuple(keys)
     self.normalize = bool(normalize)
+    self.num_threads = max(1, int(num_threads))
+    self._pool = None
     self.batches_per_epoch = self.num_records // self.global_batch_size
     self._state = IteratorState(0, 0, int(seed), self.num_records, self.global_batch_size)
     self._perm_epoch, self._perm = None, None
@@ -418,7 +430,13 @@ class DataIterator:
     s = self._state
     if self.num_epochs is not None and s.epoch >= self.num_epochs:
       raise StopIteration
-    records = [self.source[int(i)] for i in self.local_indices(s.epoch, s.position)]
+    indices = [int(i) for i in self.local_indices(s.epoch, s.position)]
+    if self.num_threads > 1 and len(indices) > 1:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads)
+      records = list(self._pool.map(self.source.__getitem__, indices))
+    else:
+      records = [self.source[i] for i in indices]
     batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in self.keys}
     if self.normalize and "image" in batch:
       batch["image"] = normalize_images(batch["image"])
