@@ -14,6 +14,8 @@ _PUBLIC = {
     "load_encoder": "jaxinv.api:load_encoder",
     "preprocess": "jaxinv.api:preprocess",
     "Camera": "jaxinv.render.camera:Camera",
+    "invert": "jaxinv.api:invert",
+    "Inversion": "jaxinv.inversion.result:Inversion",
 }
 
 __all__ = sorted(_PUBLIC)

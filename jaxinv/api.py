@@ -88,3 +88,72 @@ def load_generator(path, **config_overrides):
   from jaxinv.convert import eg3d as eg3d_convert
   init_kwargs = config_overrides.pop("init_kwargs", None)
   return eg3d_convert.load(path, init_kwargs, **config_overrides)
+
+
+def invert(image, pose=None, *, method: str = "goae", weights=None, key=None, **options):
+  """Inverts photos into an EG3D generator: one call from an image to a 3D result.
+
+  Args:
+    image: a path, a PIL image, uint8 ``[H, W, 3]`` / ``[B, H, W, 3]``, float NHWC in [-1, 1]
+      (``[H, W, 3]`` / ``[B, H, W, 3]``), or a list of paths / PIL images / uint8 arrays.
+      Resized to the generator's output size (bilinear, antialiased); each network then pools it
+      to its own input size.
+    pose: None runs :func:`preprocess` on every image (face photos: crop + camera; needs
+      ``jaxinv[faces]``); else the images are crops and ``pose`` is their camera: ``c [25]``
+      (shared), ``[B, 25]`` or a :class:`jaxinv.Camera`.
+    method: encoders ``"psp" | "e4e" | "preim3d" | "triplanenet" | "goae" | "nerf3de"``, or the
+      optimisation baselines ``"w" | "wplus" | "pti" | "triplane_opt"`` (see
+      ``jaxinv.inversion.optimize`` for their defaults, all overridable via ``options``).
+    weights: None (the built-in toy-world generator ``load_generator("toy")``), or a dict /
+      ``jaxinv.inversion.invert.Weights`` with ``generator``, ``encoder``, ``afa`` (GOAE),
+      ``lpips`` (optimisation baselines), each a file path or an already-loaded object.
+    key: ``jax.random`` key for stochastic parts (optimisation noise, renderer draws).
+    **options: per-method options, e.g. ``steps=``, ``lr=`` (``w``/``wplus``), ``pivot=``,
+      ``pivot_steps=``, ``steps=`` (``pti``), ``start=``, ``steps=`` (``triplane_opt``),
+      ``iterations=`` (``nerf3de``). Unknown options are an error.
+  Returns:
+    :class:`jaxinv.Inversion` (``render``, ``depth``, ``mesh``, ``save_mesh``, ``video``, ``edit``).
+  """
+  from jaxinv.inversion import invert as _invert
+  if not isinstance(method, str) or method not in _invert.INVERT_METHODS:
+    _invert.check_method(method)
+  w = _load_weights(_invert.Weights.coerce(weights), method)
+  return _invert.invert(image, pose, method=method, weights=w, key=key, **options)
+
+
+def _existing(path, what):
+  import os
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{what}: no such file: {os.fspath(path)}")
+  if os.path.isdir(path):
+    raise IsADirectoryError(f"{what}: {os.fspath(path)} is a folder, expected a file")
+  return path
+
+
+def _load_weights(w, method: str):
+  """Files named in ``w`` -> loaded objects (generator, encoder, GOAE encoder + AFA)."""
+  import dataclasses
+  import os
+  changes = {}
+  if w.generator is None:
+    try:
+      changes["generator"] = load_generator("toy")
+    except Exception as e:  # the built-in toy models ship with jaxinv.assets
+      raise ValueError("weights=None means the built-in toy-world generator, which this install "
+                       f"cannot load ({type(e).__name__}: {e}); pass weights=dict(generator="
+                       "'ffhq512-128.pkl' (or an EG3DGenerator), encoder=..., ...)") from e
+  elif isinstance(w.generator, (str, os.PathLike)):
+    changes["generator"] = load_generator(_existing(w.generator, "weights.generator"))
+  enc = w.encoder
+  if isinstance(enc, (str, os.PathLike)):
+    _existing(enc, "weights.encoder")
+    if method == "goae" or (method in ("pti", "triplane_opt") and w.afa is not None):
+      from jaxinv.inversion import goae
+      if w.afa is None:
+        raise ValueError("method='goae' needs weights.afa (GOAE's afa_FFHQ.pt) with weights.encoder")
+      changes["encoder"] = goae.load_goae(enc, _existing(w.afa, "weights.afa"))
+    elif method == "nerf3de":
+      raise ValueError("weights.encoder: method='nerf3de' takes a loaded (NeRF3DE, params) pair")
+    else:
+      changes["encoder"] = load_encoder(enc, "preim3d_wplus" if method == "preim3d" else None)
+  return dataclasses.replace(w, **changes) if changes else w

@@ -28,6 +28,8 @@ SUBCOMMANDS = {
     "generate": ("jaxinv.cli.generate", "render seeds of an EG3D generator to PNG grids, depth maps and a yaw-sweep video"),
     "convert": ("jaxinv.cli.convert", "convert published checkpoints (EG3D pickles, encoders, loss networks) to jaxinv's format"),
     "preprocess": ("jaxinv.cli.preprocess", "detect, align and estimate camera poses for a folder of photos (EG3D dataset.json)"),
+    "invert": ("jaxinv.cli.invert", "invert photos into an EG3D generator: views, depth, mesh.ply, video, latents (a file or a folder)"),
+    "edit": ("jaxinv.cli.edit", "edit an inversion (latents.npz from `jaxinv invert`) along a direction file and render it"),
 }
 
 DEBUG_FLAG = "--debug"

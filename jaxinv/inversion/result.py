@@ -219,6 +219,7 @@ class Inversion:
     if yaws.size == 0:
       raise ValueError("yaws: no frames")
     one = self[int(index)]
+    batch = max(1, min(int(batch), len(yaws)))
     labels = orbit_label(self.G, yaws, np.full_like(yaws, pitch))
     frames = []
     for i in range(0, len(yaws), batch):
@@ -231,6 +232,74 @@ class Inversion:
       rep = rep.replace(G=self.G, c=jnp.asarray(cb))
       frames.extend(to_uint8(rep.render()["image"])[:n])
     return write_video(path, frames, fps)
+
+  # ------------------------------------------------------------------------- files
+  def save(self, path, *, generator_source: str = "") -> str:
+    """Writes the inversion's state to ``path`` (``.npz``; no pickles).
+
+    Stored: ``ws``, ``c``, the method, ``planes`` / ``offsets`` / array-valued ``extra`` entries
+    and ``target``. The generator is stored only for ``pti`` (its tuned weights, in the native
+    EG3D format beside ``path`` as ``<stem>_generator.npz``); otherwise ``generator_source``
+    (e.g. the checkpoint path) is recorded so :meth:`load` can be told which one to use.
+    """
+    import json
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+      raise ValueError(f"path: inversion files end in .npz, got {path!r}")
+    arrays = {"ws": np.asarray(self.ws), "c": np.asarray(self.c)}
+    for name in ("planes", "offsets", "target"):
+      v = getattr(self, name)
+      if v is not None:
+        arrays[name] = np.asarray(v)
+    for k, v in dict(self.extra).items():
+      if hasattr(v, "shape"):
+        arrays[f"extra/{k}"] = np.asarray(v)
+    meta = {"format": "jaxinv-inversion", "version": 1, "method": self.method,
+            "generator_source": generator_source}
+    if self.method == "pti":
+      from jaxinv.convert import eg3d as eg3d_convert
+      gpath = path[:-4] + "_generator.npz"
+      eg3d_convert.save(self.G, gpath)
+      meta["generator_file"] = os.path.basename(gpath)
+    np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
+    return path
+
+  @classmethod
+  def load(cls, path, G=None) -> "Inversion":
+    """Reads :meth:`save`'s file; ``G``: the generator (not needed for ``pti`` files, which carry
+    their tuned generator)."""
+    import json
+    path = os.fspath(path)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"inversion: no such file: {path}")
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        arrays = {k: f[k] for k in f.files if k != "meta"}
+    except (KeyError, ValueError, OSError) as e:
+      raise ValueError(f"inversion: {path} is not a jaxinv inversion file: {e}") from None
+    if meta.get("format") != "jaxinv-inversion":
+      raise ValueError(f"inversion: {path} is not a jaxinv inversion file")
+    if meta["method"] == "pti" and G is None:
+      from jaxinv.convert import eg3d as eg3d_convert
+      G = eg3d_convert.load_native_generator(os.path.join(os.path.dirname(path),
+                                                          meta["generator_file"]))
+    if G is None:
+      raise ValueError(f"inversion: {path} needs its generator (G=...; recorded source: "
+                       f"{meta.get('generator_source') or 'unknown'})")
+    get = lambda k: None if k not in arrays else jnp.asarray(arrays[k])
+    extra = {k[len("extra/"):]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("extra/")}
+    inv = cls(G, get("ws"), get("c"), meta["method"], get("planes"), get("offsets"), extra,
+              get("target"))
+    checks.check_shape(inv.ws, "ws", (None, G.num_ws, G.config.w_dim), "[B, num_ws, w_dim]")
+    return inv
+
+  @staticmethod
+  def generator_source(path) -> str:
+    """The ``generator_source`` recorded in a saved inversion (``''`` when none)."""
+    import json
+    with np.load(os.fspath(path), allow_pickle=False) as f:
+      return json.loads(str(f["meta"])).get("generator_source", "")
 
   # ------------------------------------------------------------------------- editing
   def edit(self, direction, alpha=1.0) -> "Inversion":

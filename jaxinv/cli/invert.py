@@ -1,0 +1,319 @@
+"""Invert photos into an EG3D generator: from a picture to novel views, depth, a mesh and a video.
+
+The flow, from a photo to a mesh:
+  1. Get weights (once): an EG3D generator (the official ``ffhqrebalanced512-128.pkl`` is read
+     directly, no torch needed) and, for the encoder methods, the method's released encoder
+     (``jaxinv convert`` turns .pt files into .npz; both are accepted).
+  2. Invert. With ``--pose detect`` (default) every photo is face-detected, cropped as EG3D's
+     in-the-wild preprocessing does and given its camera (``jaxinv[faces]``); crops that are
+     already aligned take ``--pose front`` or a dataset.json of labels:
+       jaxinv invert me.jpg --method goae --generator ffhq512-128.pkl \\
+           --encoder encoder_FFHQ.pt --afa afa_FFHQ.pt --outdir out/me
+       jaxinv invert photos/ --method pti --generator ffhq512-128.pkl --lpips lpips_vgg.npz \\
+           --option steps=350 --outdir out/pti
+       jaxinv invert crops/ --method w --pose dataset.json --outdir out/w   # toy generator
+  3. Look at OUT/<name>/: crop.png (what was inverted), reconstruction.png (rendered from the
+     photo's camera), views.png (the yaws of --views), depth.png (near = bright), mesh.ply
+     (marching cubes on the inverted tri-planes' density, vertex colours; opens in MeshLab /
+     Blender), video.mp4 (a yaw sweep; .gif without the jaxinv[video] extra), latents.npz (the
+     inversion: ``jaxinv.Inversion.load``; PTI also writes its tuned generator beside it), and
+     OUT/summary.json (per image: status, timings in seconds, outputs; failures with their error).
+  4. Edit: ``jaxinv edit OUT/<name>/latents.npz --direction smile.npz --alpha 1.5 --outdir E``.
+
+Methods: encoders psp, e4e, preim3d, triplanenet, goae, nerf3de (need --encoder; goae also
+--afa); optimisation baselines w, wplus, pti, triplane_opt (optional --lpips; without it they
+optimise L2 only). Without --generator the built-in toy-world generator is used.
+
+A folder is inverted in batches of --batch images with a progress bar; an image that cannot be
+read, has no face or fails to invert is reported in summary.json and on stderr, the others finish,
+and the exit code is 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+HELP = "invert photos (a file or a folder) into an EG3D generator: views, depth, mesh, video, latents"
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+METHODS = ("psp", "e4e", "preim3d", "triplanenet", "goae", "nerf3de", "w", "wplus", "pti",
+           "triplane_opt")
+
+
+def add_arguments(p) -> None:
+  p.add_argument("input", help="an image file or a folder of images")
+  p.add_argument("--method", default="goae", choices=METHODS, help="inversion method (default goae)")
+  p.add_argument("--generator", help="EG3D .pkl / native .npz (default: the built-in toy generator)")
+  p.add_argument("--encoder", help="the method's encoder checkpoint (.pt or converted .npz)")
+  p.add_argument("--afa", help="GOAE's AFA checkpoint (afa_FFHQ.pt or .npz)")
+  p.add_argument("--lpips", help="native LPIPS .npz (`jaxinv convert lpips`) for the baselines")
+  p.add_argument("--weights", help="a JSON file {generator, encoder, afa, lpips: path} (the flags "
+                                   "above override its entries)")
+  p.add_argument("--pose", default="detect",
+                 help="'detect' (face photos: crop + camera, default), 'front' (aligned crops seen "
+                      "frontally), an EG3D dataset.json ({'labels': [[file, c25], ...]}) or a "
+                      ".npy of [25] / [N, 25] labels in file order")
+  p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                 help="a method option, e.g. steps=100, lr=0.01, pivot=wplus (repeatable)")
+  p.add_argument("--outdir", required=True, help="output folder (one sub-folder per image)")
+  p.add_argument("--batch", type=int, default=4, help="images per invert call (default 4)")
+  p.add_argument("--views", default="-0.6,-0.3,0,0.3,0.6",
+                 help="yaws (radians) of the novel-view grid (default -0.6,-0.3,0,0.3,0.6)")
+  p.add_argument("--mesh-resolution", type=int, default=128,
+                 help="marching-cubes grid per side; 0 = no mesh (default 128)")
+  p.add_argument("--video-frames", type=int, default=48, help="frames of the yaw sweep; 0 = none")
+  p.add_argument("--video-format", choices=("mp4", "gif"), default="mp4")
+  p.add_argument("--seed", type=int, default=0, help="PRNG seed of the optimisation baselines")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def parse_options(items) -> dict:
+  """['steps=100', 'pivot=wplus'] -> {'steps': 100, 'pivot': 'wplus'} (JSON values where valid)."""
+  out = {}
+  for item in items:
+    if "=" not in item:
+      raise ValueError(f"--option: expected KEY=VALUE, got {item!r}")
+    k, v = item.split("=", 1)
+    k = k.strip().replace("-", "_")
+    if not k.isidentifier():
+      raise ValueError(f"--option: {k!r} is not an option name")
+    try:
+      out[k] = json.loads(v)
+    except json.JSONDecodeError:
+      out[k] = v
+  return out
+
+
+def parse_yaws(text: str, flag: str = "--views") -> list[float]:
+  try:
+    yaws = [float(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    raise ValueError(f"{flag}: expected comma-separated radians, got {text!r}") from None
+  if not yaws:
+    raise ValueError(f"{flag}: no yaws in {text!r}")
+  return yaws
+
+
+def list_images(path: str) -> list[str]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"input: no such file or folder: {path}")
+  if os.path.isdir(path):
+    files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if f.lower().endswith(IMAGE_EXTS) and not f.startswith("."))
+    if not files:
+      raise ValueError(f"input: no images ({', '.join(IMAGE_EXTS)}) in folder {path}")
+    return files
+  return [path]
+
+
+def weights_from_args(args) -> dict | None:
+  w = {}
+  if args.weights:
+    if not os.path.isfile(args.weights):
+      raise FileNotFoundError(f"--weights: no such file: {args.weights}")
+    with open(args.weights) as f:
+      try:
+        w = json.load(f)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"--weights: {args.weights} is not valid JSON: {e}") from None
+    if not isinstance(w, dict):
+      raise ValueError(f"--weights: {args.weights} must hold a JSON object of paths")
+    base = os.path.dirname(os.path.abspath(args.weights))
+    w = {k: v if os.path.isabs(v) else os.path.join(base, v) for k, v in w.items()}
+  for k in ("generator", "encoder", "afa", "lpips"):
+    v = getattr(args, k)
+    if v is not None:
+      if not os.path.exists(v):
+        raise FileNotFoundError(f"--{k}: no such file: {v}")
+      w[k] = v
+  return w or None
+
+
+def _poses(args, files):
+  """A function file -> c [25] (or None for 'detect')."""
+  pose = args.pose
+  if pose == "detect":
+    return lambda f: None
+  if pose == "front":
+    return lambda f: "front"
+  if not os.path.isfile(pose):
+    raise FileNotFoundError(f"--pose: expected 'detect', 'front' or a labels file, no such file: {pose}")
+  if pose.endswith(".npy"):
+    a = np.load(pose, allow_pickle=False).astype(np.float32)
+    a = a.reshape(-1, 25) if a.size % 25 == 0 else None
+    if a is None or a.shape[0] not in (1, len(files)):
+      raise ValueError(f"--pose: {pose} must hold [25] or [{len(files)}, 25] labels")
+    return lambda f: a[0] if a.shape[0] == 1 else a[files.index(f)]
+  try:
+    with open(pose, encoding="utf-8") as fh:
+      labels = json.load(fh).get("labels")
+  except (ValueError, AttributeError):  # not JSON / not text / not an object
+    labels = None
+  if not isinstance(labels, list):
+    raise ValueError(f"--pose: {pose} is not an EG3D dataset.json ({{'labels': [[file, c25], ...]}})")
+  table = {os.path.basename(str(name)): np.asarray(c, np.float32) for name, c in labels}
+
+  def get(f):
+    name = os.path.basename(f)
+    if name not in table:
+      raise ValueError(f"--pose: {pose} has no label for {name}")
+    return table[name]
+  return get
+
+
+def _save_png(path, a):
+  from PIL import Image
+  Image.fromarray(np.asarray(a)).save(path)
+
+
+def _outputs(inv, outdir, args, yaws, timings) -> list[str]:
+  """Everything written for one inverted image (``inv`` has batch 1)."""
+  from jaxinv.inversion.result import depth_to_uint8, to_uint8
+  os.makedirs(outdir, exist_ok=True)
+  written = []
+  t = time.perf_counter()
+  if inv.target is not None:
+    _save_png(os.path.join(outdir, "crop.png"), to_uint8(inv.target[0]))
+    written.append("crop.png")
+  rec = inv.render()
+  _save_png(os.path.join(outdir, "reconstruction.png"), to_uint8(rec["image"][0]))
+  _save_png(os.path.join(outdir, "depth.png"), depth_to_uint8(rec["image_depth"][0]))
+  views = [to_uint8(inv.render(yaw=y)["image"][0]) for y in yaws]
+  _save_png(os.path.join(outdir, "views.png"), np.concatenate(views, axis=1))
+  written += ["reconstruction.png", "depth.png", "views.png"]
+  timings["render"] = time.perf_counter() - t
+  if args.mesh_resolution:
+    t = time.perf_counter()
+    inv.save_mesh(os.path.join(outdir, "mesh.ply"), args.mesh_resolution)
+    written.append("mesh.ply")
+    timings["mesh"] = time.perf_counter() - t
+  if args.video_frames:
+    t = time.perf_counter()
+    yaw_sweep = max(abs(y) for y in yaws) or 0.6
+    sweep = yaw_sweep * np.sin(np.linspace(0, 2 * np.pi, args.video_frames, endpoint=False))
+    p = inv.video(os.path.join(outdir, f"video.{args.video_format}"), sweep)
+    written.append(os.path.basename(p))
+    timings["video"] = time.perf_counter() - t
+  src = args.generator or ("" if not args.weights else f"weights:{args.weights}") or "toy"
+  inv.save(os.path.join(outdir, "latents.npz"), generator_source=src)
+  written.append("latents.npz")
+  if inv.method == "pti":
+    written.append("latents_generator.npz")
+  return written
+
+
+def _unique_names(files) -> list[str]:
+  names, seen = [], {}
+  for f in files:
+    stem = os.path.splitext(os.path.basename(f))[0]
+    n = seen.get(stem, 0)
+    seen[stem] = n + 1
+    names.append(stem if n == 0 else f"{stem}_{n}")
+  return names
+
+
+def run(args) -> int:
+  import jax
+  from tqdm import tqdm
+
+  import jaxinv
+  from jaxinv.cli import refuse_existing, output_dir
+  from jaxinv.inversion.invert import prepare
+
+  options = parse_options(args.option)
+  yaws = parse_yaws(args.views)
+  for flag, value, low in (("--batch", args.batch, 1), ("--mesh-resolution", args.mesh_resolution, 0),
+                           ("--video-frames", args.video_frames, 0)):
+    if value < low:
+      raise ValueError(f"{flag} must be >= {low}, got {value}")
+  if 0 < args.mesh_resolution < 8:
+    raise ValueError(f"--mesh-resolution must be 0 or >= 8, got {args.mesh_resolution}")
+  files = list_images(args.input)
+  weights = weights_from_args(args)
+  pose_of = _poses(args, files)
+  output_dir(args.outdir, what="--outdir")
+  names = _unique_names(files)
+  summary_path = os.path.join(args.outdir, "summary.json")
+  refuse_existing(summary_path, *(os.path.join(args.outdir, n, "latents.npz") for n in names),
+                  overwrite=args.overwrite)
+
+  # Load the networks once (the first invert call does it; keep the loaded Weights).
+  from jaxinv import api
+  from jaxinv.inversion.invert import Weights
+  t0 = time.perf_counter()
+  loaded = api._load_weights(Weights.coerce(weights), args.method)
+  G = loaded.generator
+  load_s = time.perf_counter() - t0
+  size = G.config.img_resolution
+
+  results = {}
+  key = jax.random.PRNGKey(args.seed)
+  bar = tqdm(total=len(files), disable=args.no_progress, desc=f"invert ({args.method})",
+             unit="img")
+  for start in range(0, len(files), args.batch):
+    chunk = list(range(start, min(start + args.batch, len(files))))
+    ready = []  # (index, x [S,S,3] float, c [25])
+    for i in chunk:
+      t = time.perf_counter()
+      try:
+        pose = pose_of(files[i])
+        if isinstance(pose, str):
+          from jaxinv.inversion.result import orbit_label
+          pose = orbit_label(G, 0.0, 0.0)[0]
+        x, c, _ = prepare(files[i], pose, size)
+        ready.append((i, x[0], c[0], time.perf_counter() - t))
+      except Exception as e:  # one bad file must not stop the folder
+        results[i] = {"source": files[i], "status": "error", "stage": "read",
+                      "error": f"{type(e).__name__}: {e}"}
+        bar.update(1)
+    if not ready:
+      continue
+    xs = jax.numpy.stack([r[1] for r in ready])
+    cs = jax.numpy.stack([r[2] for r in ready])
+    key, k = jax.random.split(key)
+    t = time.perf_counter()
+    groups = [(ready, xs, cs)]
+    try:
+      invs = [jaxinv.invert(xs, cs, method=args.method, weights=loaded, key=k, **options)]
+    except TypeError:
+      raise  # a bad option: same for every image
+    except Exception:  # isolate the failing image(s)
+      invs, groups = [], []
+      for j, r in enumerate(ready):
+        try:
+          invs.append(jaxinv.invert(xs[j:j + 1], cs[j:j + 1], method=args.method,
+                                    weights=loaded, key=k, **options))
+          groups.append(([r], None, None))
+        except Exception as e:
+          results[r[0]] = {"source": files[r[0]], "status": "error", "stage": "invert",
+                           "error": f"{type(e).__name__}: {e}"}
+          bar.update(1)
+    invert_s = (time.perf_counter() - t) / max(len(ready), 1)
+    for inv, (rows, _, _) in zip(invs, groups):
+      for j, r in enumerate(rows):
+        i = r[0]
+        timings = {"read": r[3], "invert": invert_s}
+        try:
+          written = _outputs(inv[j], os.path.join(args.outdir, names[i]), args, yaws, timings)
+          results[i] = {"source": files[i], "status": "ok", "outdir": names[i],
+                        "outputs": written, "seconds": timings}
+        except Exception as e:
+          results[i] = {"source": files[i], "status": "error", "stage": "outputs",
+                        "error": f"{type(e).__name__}: {e}", "seconds": timings}
+        bar.update(1)
+  bar.close()
+  failed = [results[i] for i in sorted(results) if results[i]["status"] != "ok"]
+  summary = {"method": args.method, "options": options, "pose": args.pose,
+             "weights": weights or "toy", "load_seconds": load_s, "images": len(files),
+             "failed": len(failed), "results": [results[i] for i in sorted(results)]}
+  os.makedirs(args.outdir, exist_ok=True)
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=1, default=str)
+  print(f"inverted {len(files) - len(failed)} of {len(files)} image(s) with {args.method}; "
+        f"summary: {summary_path}")
+  for r in failed:
+    print(f"jaxinv invert: failed: {r['source']}: {r['error']}", file=__import__("sys").stderr)
+  return 1 if failed else 0
