@@ -91,8 +91,17 @@ def load_checkpoint(workdir: str, step: int | None = None) -> dict:
       step = max(steps)
     elif step not in steps:
       raise FileNotFoundError(f"no checkpoint for step {step} under {path}; have {sorted(steps)}")
-    got = mngr.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore()}))
-    state = got[_STATE]
+    # Target: the saved shapes on this process's first device (the run may have used another
+    # mesh or several processes).
+    item = os.path.join(path, str(step), _STATE)
+    with ocp.StandardCheckpointer() as reader:
+      meta = reader.metadata(item)
+      meta = getattr(meta, "item_metadata", meta)
+      dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree_util.tree_map(
+          lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), meta,
+          is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+      state = reader.restore(item, target)
   finally:
     mngr.close()
   params = state["params"] if isinstance(state, dict) else state.params

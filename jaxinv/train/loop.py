@@ -67,7 +67,20 @@ def check_config(config):
 
 def _mesh(config):
   m = _get(config, "mesh", {}) or {}
-  return shd.make_train_mesh(int(_get(m, "data", -1)), int(_get(m, "fsdp", 1)))
+  devices = jax.devices()
+  n = int(_get(m, "num_devices", 0) or 0)  # 0: all (global) devices
+  if n:
+    if n > len(devices):
+      raise ValueError(f"config.mesh.num_devices={n} but only {len(devices)} devices exist")
+    devices = devices[:n]
+  return shd.make_train_mesh(int(_get(m, "data", -1)), int(_get(m, "fsdp", 1)), devices)
+
+
+def _fault(name: str, step: int):
+  """Fault injection for the resume tests: ``JAXINV_TRAIN_KILL_<name>=<step>`` -> SIGKILL."""
+  at = os.environ.get(f"JAXINV_TRAIN_KILL_{name}")
+  if at is not None and int(at) == step:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Preemption:
@@ -188,7 +201,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = metrics_lib.MetricWriter(workdir, start, enabled=is_main,
                                     tensorboard=bool(_get(config, "tensorboard", True)))
   log_every, ckpt_every = int(config.log_every), int(config.checkpoint_every)
-  nan_every = int(_get(config, "nan_check_every", log_every))
+  nan_every = int(_get(config, "nan_check_every", 0)) or log_every
   last_saved = mngr.latest_step()
   last_logged: dict = {}
   bar = _progress(is_main and bool(_get(config, "progress", True)), start, total)
@@ -236,10 +249,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             writer.images(done, jax.device_get(images))
         if bar is not None:
           bar.update(1)
+        _fault("AT_STEP", done)
         stop = (done % log_every == 0 or done == total) and pre.agreed()
         if done % ckpt_every == 0 or done == total or stop:
           guard(done)
           ckpt.save(mngr, done, state, data_states())
+          _fault("IN_SAVE", done)  # async save still writing: a kill mid-save
           last_saved = done
         if stop:
           log.warning("SIGTERM: saved step %d, stopping", done)
