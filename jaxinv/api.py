@@ -84,9 +84,22 @@ def load_generator(path, **config_overrides):
   State dicts need ``init_kwargs=...`` (the ``TriPlaneGenerator`` constructor kwargs); other keyword
   arguments override :class:`jaxinv.models.eg3d.EG3DConfig` fields (e.g. ``inplace_image_raw=False``).
   Nothing in the file is executed and torch is not needed.
+
+  ``path="toy"``: the built-in generator of the procedural world (``jaxinv.data.world``), shipped in
+  ``jaxinv/assets/toy_eg3d.npz`` (its manifest ``toy_eg3d.json`` says how it was trained and what it
+  measures on held-out scenes): ``G(z, c)["image"]`` approximates ``world.render(z, c, 128)``.
   """
   from jaxinv.convert import eg3d as eg3d_convert
   init_kwargs = config_overrides.pop("init_kwargs", None)
+  if isinstance(path, str) and path == "toy":
+    import importlib.resources
+    asset = importlib.resources.files("jaxinv") / "assets" / "toy_eg3d.npz"
+    if not asset.is_file():
+      raise FileNotFoundError(
+          f"the built-in toy generator is not in this install ({asset} is missing); regenerate it: "
+          "python -m jaxinv.train --config configs/toy_eg3d.py --workdir runs/toy_eg3d && "
+          "python -m jaxinv.train.tasks.toy_eg3d --workdir runs/toy_eg3d")
+    path = str(asset)
   return eg3d_convert.load(path, init_kwargs, **config_overrides)
 
 
