@@ -1,0 +1,124 @@
+"""Ground-truth novel-view benchmark on the procedural world (issue 12, item 6).
+
+For held-out scenes ``z`` of ``jaxinv.data.world`` seen from an input camera, every method inverts
+the input view (``jaxinv.invert(image, pose=c, method=...)`` with the built-in toy generator) and
+its result is rendered at yaw offsets from the input camera; each render is compared with the
+world's exact render at that camera: PSNR and SSIM of the image, mean |depth error| on the world's
+foreground, time per image. Two references frame the table:
+
+* ``mean_latent``: the generator at its mean latent (``ws`` averaged over 1000 z), no inversion;
+* ``ceiling``: the generator at the true ``z`` (``G(z, c)``), its own fit of the world.
+
+    python bench/world_novel_view.py --scenes 64 --methods w,pti        # writes bench/results/
+    python bench/world_novel_view.py --scenes 2 --methods w --steps 20  # a smoke run
+
+Writes ``bench/results/world_novel_view.{json,md}`` (or ``--out``). Never part of the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxinv
+from jaxinv.data import world
+from jaxinv.losses.ssim import ssim
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEED = 7_000_001          # held-out: the toy G's training never draws from this key
+OFFSETS = (-0.6, -0.3, 0.0, 0.3, 0.6)
+
+
+def _psnr(a, b):
+  return float(10 * np.log10(4.0 / max(float(np.mean((np.asarray(a) - np.asarray(b)) ** 2)), 1e-12)))
+
+
+def _score(render_fn, z, yaw0, G):
+  """Per offset: PSNR, SSIM at G's image size, foreground depth error at its neural resolution."""
+  out = {}
+  for off in OFFSETS:
+    c = world.orbit_label(np.full(len(z), yaw0 + off))
+    pred = render_fn(c)
+    truth = world.render(z, c, resolution=G.config.img_resolution)
+    raw = world.render(z, c, resolution=G.neural_rendering_resolution)
+    m = np.asarray(raw["mask"]) > 0
+    depth = float(np.abs(np.asarray(pred["image_depth"]) - np.asarray(raw["depth"]))[m].mean())
+    out[f"{off:+.1f}"] = dict(psnr=_psnr(pred["image"], truth["image"]),
+                              ssim=float(jnp.mean(ssim(jnp.clip(pred["image"], -1, 1),
+                                                       truth["image"]))),
+                              depth_l1=depth)
+  return out
+
+
+def _mean(rows):
+  keys = rows[0].keys()
+  return {k: {m: float(np.mean([r[k][m] for r in rows])) for m in rows[0][k]} for k in keys}
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--scenes", type=int, default=64)
+  p.add_argument("--methods", default="w,pti", help="comma-separated jaxinv.invert methods")
+  p.add_argument("--steps", type=int, default=None, help="optimisation steps (w/wplus/pti)")
+  p.add_argument("--yaw", type=float, default=0.0, help="input-view yaw (radians)")
+  p.add_argument("--out", default=os.path.join(HERE, "results", "world_novel_view"))
+  a = p.parse_args(argv)
+
+  G = jaxinv.load_generator("toy")
+  zs = np.asarray(world.sample_z(jax.random.PRNGKey(SEED), a.scenes))
+  results = {}
+
+  # References: the generator's own fit (true z) and its mean latent.
+  rows = []
+  for z in zs:
+    rows.append(_score(lambda c, z=z: G(z[None], c), z[None], a.yaw, G))
+  results["ceiling"] = dict(metrics=_mean(rows), seconds_per_image=0.0)
+  zbig = world.sample_z(jax.random.PRNGKey(SEED + 1), 1000)
+  c0 = world.orbit_label(np.zeros(1000))
+  ws_avg = jnp.mean(G.mapping(zbig, c0), axis=0, keepdims=True)
+  rows = [_score(lambda c: G.synthesis(ws_avg, c), z[None], a.yaw, G) for z in zs]
+  results["mean_latent"] = dict(metrics=_mean(rows), seconds_per_image=0.0)
+
+  for method in filter(None, a.methods.split(",")):
+    rows, secs = [], []
+    opts = {} if a.steps is None else dict(steps=a.steps)
+    for z in zs:
+      c_in = world.orbit_label(np.full(1, a.yaw))
+      image = world.render(z[None], c_in, resolution=G.config.img_resolution)["image"]
+      t0 = time.time()
+      inv = jaxinv.invert(image, pose=c_in, method=method, key=jax.random.PRNGKey(0), **opts)
+      jax.block_until_ready(inv.ws)
+      secs.append(time.time() - t0)
+      rows.append(_score(lambda c, inv=inv: inv.render(c), z[None], a.yaw, G))
+    # The first image includes compilation; report the median.
+    results[method] = dict(metrics=_mean(rows), seconds_per_image=float(np.median(secs)))
+
+  meta = dict(scenes=a.scenes, seed=SEED, input_yaw=a.yaw, offsets=list(OFFSETS),
+              machine=platform.platform(), cpu_count=os.cpu_count(),
+              load_average=list(os.getloadavg()), jax=jax.__version__,
+              backend=jax.default_backend())
+  os.makedirs(os.path.dirname(a.out), exist_ok=True)
+  with open(a.out + ".json", "w") as f:
+    json.dump(dict(meta=meta, results=results), f, indent=1)
+  lines = ["# World novel-view benchmark (ground truth from jaxinv.data.world)", "",
+           f"{a.scenes} held-out scenes, input yaw {a.yaw:+.1f}; PSNR dB / SSIM / foreground depth "
+           "L1 (world units) at each yaw offset; machine load " f"{meta['load_average'][0]:.1f}.", "",
+           "| method | s/image | " + " | ".join(f"{o:+.1f}" for o in OFFSETS) + " |",
+           "|---|---|" + "---|" * len(OFFSETS)]
+  for name, r in results.items():
+    cells = [f"{v['psnr']:.2f} / {v['ssim']:.3f} / {v['depth_l1']:.3f}"
+             for v in r["metrics"].values()]
+    lines.append(f"| {name} | {r['seconds_per_image']:.2f} | " + " | ".join(cells) + " |")
+  with open(a.out + ".md", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
