@@ -179,7 +179,7 @@ def tiny_G():
   return tiny_eg3d(neural_rendering_resolution=16)
 
 
-_generate = jax.jit(S.generate, static_argnums=(2, 3))
+_generate = S.generate_jit
 
 
 def test_generate_is_jittable_with_the_documented_shapes(tiny_G):
@@ -210,3 +210,21 @@ def test_generate_is_jittable_with_the_documented_shapes(tiny_G):
   np.testing.assert_array_equal(out["image"], again["image"])
   other = _generate(G, jax.random.PRNGKey(1), b, cfg)
   assert not np.allclose(out["z"], other["z"])
+
+
+def test_write_generated_is_an_eg3d_dataset_of_the_generated_batch(tiny_G, tmp_path):
+  from jaxinv.data import eg3d_dataset as E
+  cfg = S.SyntheticConfig(poses=S.PoseDistribution.preim3d(), truncation_psi=0.5,
+                          conditioning="canonical", mirror=True, mirror_prob=1.0)
+  key = jax.random.PRNGKey(0)
+  path = E.write_generated(tiny_G, tmp_path / "gen", 3, key, cfg, batch_size=2)  # 2 batches
+  ds = E.EG3DDataset(path)
+  assert len(ds) == 3
+  want = _generate(tiny_G, jax.random.fold_in(key, 0), 2, cfg)  # the same compiled call
+  rec = ds[1]
+  np.testing.assert_array_equal(rec["c"], np.asarray(want["c"][1]))
+  img = np.asarray(want["image"][1])
+  assert np.abs(E.normalize_images(rec["image"]) - np.clip(img, -1, 1)).max() <= 1 / 255 + 1e-6
+  with np.load(f"{path}/latents.npz") as z:
+    assert z["ws"].shape == (3, tiny_G.num_ws, tiny_G.config.w_dim)
+    np.testing.assert_array_equal(z["z"][1], np.asarray(want["z"][1]))

@@ -262,6 +262,37 @@ def write_eg3d_dataset(path, images, labels, names: Sequence[str] | None = None)
   return path
 
 
+def write_generated(G, path, num_images: int, key, config=None, *, batch_size: int = 8,
+                    labels=None) -> str:
+  """Pre-generates an EG3D-format dataset with the frozen generator ``G`` (TriPlaneNet's recipe of
+  pre-generated EG3D samples): ``num_images`` images of :func:`jaxinv.data.synthetic.generate`
+  written as PNGs with their render cameras in ``dataset.json``, plus ``latents.npz`` (``z``,
+  ``ws``, ``c_map``, ``mirrored`` in file order) beside them.
+
+  Args:
+    G: the generator; path: a folder; key: PRNG key (batch ``i`` uses ``fold_in(key, i)``);
+    config: a :class:`jaxinv.data.synthetic.SyntheticConfig` (default: psi 1, Gaussian poses);
+    batch_size: images rendered per call; labels: for ``PoseDistribution(kind="labels")``.
+  Returns:
+    ``path`` as a string.
+  """
+  import jax
+
+  from jaxinv.data import synthetic
+  config = synthetic.SyntheticConfig() if config is None else config
+  parts = {k: [] for k in ("image", "c", "z", "ws", "c_map", "mirrored")}
+  for i in range(-(-int(num_images) // batch_size)):
+    extra = () if labels is None else (labels,)  # same call signature as plain generate_jit users
+    out = synthetic.generate_jit(G, jax.random.fold_in(key, i), batch_size, config, *extra)
+    for k in parts:
+      parts[k].append(np.asarray(out[k]))
+  arrays = {k: np.concatenate(v)[:num_images] for k, v in parts.items()}
+  images = np.round((np.clip(arrays.pop("image"), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+  path = write_eg3d_dataset(path, images, arrays.pop("c"))
+  np.savez(os.path.join(path, "latents.npz"), **arrays)
+  return path
+
+
 def world_stand_in(num_images: int = 64, resolution: int = 64, seed: int = 0, *,
                    mirror: bool = False, poses=None) -> ArraySource:
   """A small stand-in "real" dataset the project makes itself: scenes of the procedural world.

@@ -312,3 +312,7 @@ def generate(G, key, batch: int, config: SyntheticConfig = SyntheticConfig(), la
   else:
     mirrored = jnp.zeros((batch,), bool)
   return dict(images, c=c, c_map=c_map, ws=ws, z=z, mirrored=mirrored)
+
+
+# One compiled ``generate`` per (batch, config) for host-side callers (the train step jits its own).
+generate_jit = jax.jit(generate, static_argnums=(2, 3))
