@@ -148,19 +148,24 @@ def test_epochs_reshuffle_and_unshuffled_is_in_order():
   np.testing.assert_array_equal(np.concatenate([b["index"] for b in it]), np.arange(12))
 
 
-def test_iterator_state_round_trips_and_resume_is_exact(faces):
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_iterator_state_round_trips_and_resume_is_exact(faces, prefetch):
   ds = E.EG3DDataset(faces, resolution=RES, mirror=True)  # 26 records, 3 batches of 8 an epoch
   kw = dict(seed=7, process_index=1, process_count=2)
   ref = E.DataIterator(ds, 8, **kw)
   ref_batches = [next(ref) for _ in range(7)]  # crosses two epoch boundaries
   for k in (0, 2, 3, 5):
-    it = E.DataIterator(ds, 8, **kw)
+    it = E.DataIterator(ds, 8, prefetch=prefetch, **kw)
     for _ in range(k):
       next(it)
     state = json.loads(json.dumps(it.get_state()))  # as a checkpoint would keep it
     assert set(state) == {"epoch", "position", "seed", "num_records", "global_batch_size"}
-    resumed = E.DataIterator(ds, 8, seed=0, process_index=1, process_count=2)  # seed from state
-    resumed.set_state(state)
+    # The loop peeks at one batch for its structure, then rewinds.
+    resumed = E.DataIterator(ds, 8, seed=0, process_index=1, process_count=2, prefetch=prefetch)
+    s0 = resumed.get_state()
+    next(resumed)
+    resumed.set_state(s0)
+    resumed.set_state(state)  # the seed comes from the state
     for want in ref_batches[k:k + 2]:
       got = next(resumed)
       for key in ("image", "c", "index", "mirrored"):

@@ -32,7 +32,8 @@ def train_iterator(config, *, task_name: str = "", batch_size: int, process_inde
 
   Returns a :class:`~jaxinv.data.eg3d_dataset.DataIterator` yielding dict(image float32
   [batch_size, H, W, 3] in [-1, 1], c float32 [batch_size, 25], index int64, mirrored bool), with
-  JSON-able ``get_state()`` / ``set_state()`` for exact resume.
+  JSON-able ``get_state()`` / ``set_state()`` for exact resume. It reads one batch ahead on a
+  background thread (the state counts only the batches returned).
   """
   import logging
 
@@ -61,4 +62,4 @@ def train_iterator(config, *, task_name: str = "", batch_size: int, process_inde
     raise ValueError(f"config.data.format must be 'eg3d' or 'tfds', got {fmt!r}")
   return E.DataIterator(source, int(batch_size) * int(process_count), seed=seed,
                         shuffle=bool(_get(data, "shuffle", True)), process_index=process_index,
-                        process_count=process_count, normalize=True)
+                        process_count=process_count, normalize=True, prefetch=True)

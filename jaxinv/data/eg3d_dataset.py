@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -387,13 +388,15 @@ class DataIterator:
       uint8 (4x less to copy to the device; normalize there).
     num_threads: records of a batch are read and decoded by this many threads (PIL releases the
       GIL while decoding); 1 reads them in the calling thread. The result does not depend on it.
+    prefetch: read the next batch on a background thread while the caller uses this one (the
+      state still counts only the batches returned, so resume stays exact); False reads on demand.
   """
 
   def __init__(self, source: RandomAccessSource, global_batch_size: int, *, seed: int = 0,
                shuffle: bool = True, process_index: int | None = None,
                process_count: int | None = None, num_epochs: int | None = None,
                keys: Sequence[str] = ("image", "c", "index", "mirrored"),
-               normalize: bool = False, num_threads: int = 8):
+               normalize: bool = False, num_threads: int = 8, prefetch: bool = False):
     if process_index is None or process_count is None:
       import jax  # only for the defaults; the data layer itself is host numpy
       process_index = jax.process_index() if process_index is None else process_index
@@ -416,9 +419,12 @@ class DataIterator:
     self.normalize = bool(normalize)
     self.num_threads = max(1, int(num_threads))
     self._pool = None
+    self._lock = threading.Lock()
+    self.prefetch = bool(prefetch)
+    self._prefetcher = concurrent.futures.ThreadPoolExecutor(1) if self.prefetch else None
+    self._pending = None  # (state it was read at, future of (batch, next state))
     self.batches_per_epoch = self.num_records // self.global_batch_size
     self._state = IteratorState(0, 0, int(seed), self.num_records, self.global_batch_size)
-    self._perm_epoch, self._perm = None, None
 
   # -- state
   def get_state(self) -> dict[str, int]:
@@ -439,14 +445,7 @@ class DataIterator:
   # -- order
   def permutation(self, epoch: int) -> np.ndarray:
     """The record order of ``epoch`` (the same on every process)."""
-    if self._perm_epoch != epoch:
-      if self.shuffle:
-        rng = np.random.default_rng([self._state.seed, epoch])
-        self._perm = rng.permutation(self.num_records)
-      else:
-        self._perm = np.arange(self.num_records)
-      self._perm_epoch = epoch
-    return self._perm
+    return _epoch_permutation(self._state.seed, int(epoch), self.num_records, self.shuffle)
 
   def local_indices(self, epoch: int, position: int) -> np.ndarray:
     """Record indices of this process's rows of global batch ``position`` of ``epoch``."""
@@ -457,15 +456,13 @@ class DataIterator:
   def __iter__(self):
     return self
 
-  def __next__(self) -> dict[str, np.ndarray]:
-    s = self._state
+  def _read(self, s: IteratorState):
+    """(batch at ``s``, the state after it); pure in ``s`` (safe on the prefetch thread)."""
     if self.num_epochs is not None and s.epoch >= self.num_epochs:
       raise StopIteration
     indices = [int(i) for i in self.local_indices(s.epoch, s.position)]
     if self.num_threads > 1 and len(indices) > 1:
-      if self._pool is None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads)
-      records = list(self._pool.map(self.source.__getitem__, indices))
+      records = list(self._decode_pool().map(self.source.__getitem__, indices))
     else:
       records = [self.source[i] for i in indices]
     batch = {k: np.stack([np.asarray(r[k]) for r in records]) for k in self.keys}
@@ -474,5 +471,39 @@ class DataIterator:
     position, epoch = s.position + 1, s.epoch
     if position == self.batches_per_epoch:
       position, epoch = 0, epoch + 1
-    self._state = dataclasses.replace(s, epoch=epoch, position=position)
+    return batch, dataclasses.replace(s, epoch=epoch, position=position)
+
+  def _decode_pool(self):
+    with self._lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.num_threads)
+      return self._pool
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if not self.prefetch:
+      batch, self._state = self._read(self._state)
+      return batch
+    if self._pending is None or self._pending[0] != self._state:
+      self._pending = (self._state, self._prefetcher.submit(self._read, self._state))
+    batch, nxt = self._pending[1].result()  # re-raises StopIteration at the end
+    self._state = nxt
+    # Read the following batch while the caller trains on this one.
+    self._pending = (nxt, self._prefetcher.submit(self._read, nxt))
     return batch
+
+  def close(self) -> None:
+    """Stops the reader threads (also done at garbage collection)."""
+    for pool in (self._pool, self._prefetcher):
+      if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+    self._pool, self._pending = None, None
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_permutation(seed: int, epoch: int, num_records: int, shuffle: bool) -> np.ndarray:
+  if not shuffle:
+    perm = np.arange(num_records)
+  else:
+    perm = np.random.default_rng([seed, epoch]).permutation(num_records)
+  perm.setflags(write=False)
+  return perm
