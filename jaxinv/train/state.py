@@ -36,6 +36,9 @@ class TrainState:
 def create(params: dict, model_state, optimizers, seed: int) -> TrainState:
   """A fresh state at step 0 (``optimizers``: group -> optax transformation)."""
   opt_state = {g: optimizers[g].init(params[g]) for g in optimizers}
+  # Ranger's Lookahead starts its slow weights as the params arrays themselves: the donated
+  # step must never receive one buffer twice.
+  opt_state = jax.tree_util.tree_map(jnp.copy, opt_state)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                     model_state=model_state, rng=jax.random.PRNGKey(seed),
                     nonfinite=jnp.full((2,), -1, jnp.int32))
