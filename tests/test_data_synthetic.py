@@ -170,6 +170,50 @@ def test_configs_reject_bad_fields():
   hash(S.SyntheticConfig(poses=S.PoseDistribution.preim3d()))  # usable as a static jit argument
 
 
+# ------------------------------------------------------------------ generate() wiring (a stand-in G)
+
+
+class _RecordingG:
+  """Duck-typed generator: ws records (z, c, psi, cutoff); images record the render camera."""
+  z_dim = 3
+
+  def mapping(self, z, c, truncation_psi=1.0, truncation_cutoff=None):
+    cut = -1.0 if truncation_cutoff is None else float(truncation_cutoff)
+    extra = jnp.broadcast_to(jnp.array([truncation_psi, cut], jnp.float32), (z.shape[0], 2))
+    return jnp.concatenate([z, c, extra], axis=-1)[:, None, :]
+
+  def synthesis(self, ws, c, key=None, neural_rendering_resolution=None):
+    b = c.shape[0]
+    ramp = jnp.arange(4, dtype=jnp.float32)[None, None, :, None]  # varies along the width
+    img = jnp.broadcast_to(c[:, None, None, :3] + ramp, (b, 2, 4, 3))
+    return dict(image=img, image_raw=img, image_depth=img[..., :1],
+                feature_image=None, weights_sum=None)
+
+
+@pytest.mark.parametrize("conditioning", ["render", "canonical"])
+def test_generate_wires_conditioning_truncation_and_mirroring(conditioning):
+  G = _RecordingG()
+  cfg = S.SyntheticConfig(poses=S.PoseDistribution.eg3d_gaussian(), truncation_psi=0.7,
+                          truncation_cutoff=14, conditioning=conditioning, mirror=True)
+  out = jax.jit(lambda k: S.generate(G, k, 64, cfg))(jax.random.PRNGKey(0))
+  z, c, c_map, ws, m = (np.asarray(out[k]) for k in ("z", "c", "c_map", "ws", "mirrored"))
+  assert z.shape == (64, 3) and 10 < m.sum() < 54
+  np.testing.assert_array_equal(ws[:, 0, :3], z)
+  np.testing.assert_array_equal(ws[:, 0, 3:28], c_map)
+  np.testing.assert_allclose(ws[:, 0, 28:], np.broadcast_to([0.7, 14.0], (64, 2)))
+  rendered = np.where(m[:, None], np.asarray(S.flip_yaw(c)), c)  # the camera G rendered
+  if conditioning == "render":
+    np.testing.assert_array_equal(c_map, rendered)
+  else:
+    np.testing.assert_array_equal(c_map, np.broadcast_to(S.C_FRONT, (64, 25)))
+  img = np.asarray(out["image"])
+  ramp = np.arange(4, dtype=np.float32)
+  for i in range(64):
+    want = rendered[i, None, None, :3] + (ramp[::-1] if m[i] else ramp)[None, :, None]
+    np.testing.assert_array_equal(img[i], np.broadcast_to(want, (2, 4, 3)))
+  np.testing.assert_array_equal(out["image_raw"], out["image"])
+
+
 # ------------------------------------------------------------------ generate() on tiny EG3D
 
 
