@@ -13,11 +13,22 @@ Both container formats are read:
 * the legacy stream (older ``torch.save``, ``_use_new_zipfile_serialization=False``, and the bytes
   inside ``torch.storage._load_from_bytes`` used when pickling tensors): magic number, protocol
   version, system info, the object pickle, the storage keys, then each storage's raw bytes.
+
+Hostile files are answered with :class:`TorchFileError`, never with an allocation the file cannot
+back: tensor shapes, strides and offsets are checked against the size of their storage (a
+contiguous tensor is a view of its storage, a strided one is copied only if it has no more elements
+than the storage and all copies stay within twice the file's size), storages are read only up to the size
+the archive declares for them (and a declared size must be one that deflate can produce from the
+compressed bytes: no zip bombs), paths are streamed rather than read whole and copied, and
+``MemoryError`` / ``RecursionError`` from a crafted file become ``TorchFileError``.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import io
+import math
 import os
 import pickle
 import struct
@@ -80,22 +91,80 @@ def _as_storage(x) -> Storage:
   raise TorchFileError(f"expected a tensor storage, got {type(x).__name__}")
 
 
+# Deflate cannot expand data by more than ~1032:1; a member declaring more is a zip bomb.
+_MAX_DEFLATE_RATIO = 1032
+_SLACK_BYTES = 1 << 20  # copies allowed beyond the file's size (tiny files, scalars)
+_CHUNK = 1 << 20
+
+
+_COPY_FACTOR = 2  # strided copies may total twice the file (e.g. two transposed views of a storage)
+
+
+class _Limits:
+  """Per-load budget: strided copies may total at most ``_COPY_FACTOR`` x the file (+ slack)."""
+
+  def __init__(self, backing_bytes: int):
+    self.backing = int(backing_bytes)
+    self.copied = 0
+
+  def charge(self, nbytes: int, what: str) -> None:
+    self.copied += int(nbytes)
+    if self.copied > _COPY_FACTOR * self.backing + _SLACK_BYTES:
+      raise TorchFileError(
+          f"{what}: the file's tensors would need {self.copied:,} bytes of copies, more than "
+          f"{_COPY_FACTOR}x the {self.backing:,} bytes the file holds (a crafted or corrupt file)")
+
+
+_LIMITS: contextvars.ContextVar = contextvars.ContextVar("jaxinv_torchfile_limits", default=None)
+
+
+def _ints(values, what: str) -> tuple:
+  try:
+    out = tuple(values)
+  except TypeError:
+    raise TorchFileError(f"tensor {what} is not a sequence: {values!r:.80}") from None
+  if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in out):
+    raise TorchFileError(f"tensor {what} must be integers, got {out!r:.80}")
+  return tuple(int(v) for v in out)
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused) -> np.ndarray:
-  """A tensor view (offset, size, stride in elements) of ``storage``, copied out."""
+  """The tensor (offset, size, stride in elements) over ``storage``.
+
+  A C-contiguous tensor is a view of its storage (as torch tensors share their storage); any other
+  layout is copied, but only if it has no more elements than its storage (broadcast / expanded
+  views of a small storage are refused) and the copies stay within the load's budget.
+  """
   data = _as_storage(storage).data
-  size = tuple(int(s) for s in size)
-  stride = tuple(int(s) for s in stride)
+  size, stride = _ints(size, "size"), _ints(stride, "stride")
+  (storage_offset,) = _ints((storage_offset,), "offset")
+  if len(size) != len(stride):
+    raise TorchFileError(f"tensor size {size} and stride {stride} have different lengths")
+  if storage_offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride):
+    raise TorchFileError(f"negative tensor offset/size/stride: {storage_offset}, {size}, {stride}")
+  numel = math.prod(size)
+  if numel == 0:
+    return np.zeros(size, data.dtype)
   if not size:
     if storage_offset >= data.size:
       raise TorchFileError("tensor lies outside its storage (truncated file?)")
     return np.array(data[storage_offset])
-  if any(s == 0 for s in size):
-    return np.zeros(size, data.dtype)
   last = storage_offset + sum((n - 1) * st for n, st in zip(size, stride))
-  if storage_offset < 0 or last >= data.size or any(st < 0 for st in stride):
+  if last >= data.size:
     raise TorchFileError(
         f"tensor of size {size} / stride {stride} at offset {storage_offset} lies outside its "
         f"storage of {data.size} elements (corrupt or truncated file)")
+  contiguous = all(st == math.prod(size[i + 1:]) for i, (n, st) in enumerate(zip(size, stride))
+                   if n > 1)
+  if contiguous:
+    return data[storage_offset:storage_offset + numel].reshape(size)
+  if numel > data.size:
+    raise TorchFileError(
+        f"tensor of size {size} / stride {stride} has {numel:,} elements over a storage of "
+        f"{data.size:,}: refusing to materialise more than the file stores")
+  limits = _LIMITS.get()
+  if limits is not None:
+    limits.charge(numel * data.itemsize, f"tensor of size {size}")
   view = np.lib.stride_tricks.as_strided(
       data[storage_offset:], shape=size, strides=tuple(st * data.itemsize for st in stride),
       writeable=False)
@@ -125,24 +194,51 @@ def _torch_size(*args):
 
 
 def _numpy_scalar(dtype, data=None):
-  dt = np.dtype(dtype)
+  dt = _numpy_dtype(dtype) if not isinstance(dtype, np.dtype) else dtype
   if data is None:
     return dt.type(0)
+  if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
+    raise TorchFileError(f"numpy scalar of {dt} needs {dt.itemsize} bytes, got {data!r:.40}")
   return np.frombuffer(bytes(data), dt, count=1)[0]
 
 
 def _numpy_dtype(name, align=False, copy=False):
-  return np.dtype(name)
+  try:
+    dt = np.dtype(name)
+  except (TypeError, ValueError) as e:
+    raise TorchFileError(f"unknown numpy dtype {name!r:.40}: {e}") from None
+  if dt.hasobject:
+    raise UnsafePickleError(f"numpy object arrays ({name!r}) are not allowed: they hold "
+                            "arbitrary Python objects, not numbers")
+  return dt
 
 
-class _NumpyArrayRecord(np.ndarray):
-  pass
+class _TypeMarker:
+  """Stands for a class the file names only as a marker (``torch.Tensor``, ``numpy.ndarray``);
+  building an instance from file-given arguments is refused."""
+
+  def __init__(self, qualname):
+    self.qualname = qualname
+
+  def __call__(self, *args, **kwargs):
+    raise UnsafePickleError(f"refusing to construct {self.qualname} from the file's arguments")
+
+  def __repr__(self):
+    return f"<{self.qualname}>"
+
+
+_NDARRAY = _TypeMarker("numpy.ndarray")
+_TENSOR = _TypeMarker("torch.Tensor")
 
 
 def _numpy_reconstruct(subtype, shape, dtype):
-  if subtype is not np.ndarray:
+  # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') + __setstate__ with its real
+  # shape and bytes (whose size numpy checks); a non-empty shape here would allocate unbacked memory.
+  if subtype is not _NDARRAY:
     raise UnsafePickleError(f"numpy array subclass {subtype!r} is not allowed")
-  return np.ndarray.__new__(np.ndarray, shape, dtype)
+  if tuple(_ints(shape, "shape")) != (0,):
+    raise TorchFileError(f"numpy array record with initial shape {shape!r:.60} (numpy writes (0,))")
+  return np.ndarray.__new__(np.ndarray, (0,), np.uint8 if isinstance(dtype, bytes) else dtype)
 
 
 def _codecs_encode(text, encoding="utf-8"):
@@ -205,8 +301,8 @@ _TORCH_ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     ("torch", "Size"): _torch_size,
-    ("torch", "Tensor"): np.ndarray,  # only ever the ``new_type`` marker of _rebuild_from_type_v2
-    ("torch.nn.parameter", "Parameter"): np.ndarray,
+    ("torch", "Tensor"): _TENSOR,  # only ever the ``new_type`` marker of _rebuild_from_type_v2
+    ("torch.nn.parameter", "Parameter"): _TENSOR,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -217,7 +313,7 @@ _TORCH_ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("_codecs", "encode"): _codecs_encode,
 }
 for _name in _STORAGE_DTYPES:
@@ -258,10 +354,38 @@ class _Unpickler(pickle.Unpickler):
         "checkpoint, or malicious)")
 
   def _load_from_bytes(self, data):
-    return _load_legacy(io.BytesIO(bytes(data)), self._extra, self._stub_modules, self._dict_stubs)
+    if not isinstance(data, (bytes, bytearray)):
+      raise TorchFileError(f"_load_from_bytes expects bytes, got {type(data).__name__}")
+    f = io.BytesIO(data)  # shares the bytes' buffer; storages are read straight into arrays
+    return _load_legacy(_Bounded(f, len(data)), self._extra, self._stub_modules,
+                        self._dict_stubs)
 
   def persistent_load(self, pid):
     return self._storages(pid)
+
+
+class _Bounded:
+  """A binary reader that never asks its file for more bytes than remain in it, so a length
+  field in a crafted file cannot make ``read(n)`` allocate ``n`` bytes up front."""
+
+  def __init__(self, f, size: int):
+    self._f, self._end = f, int(size)
+
+  def remaining(self) -> int:
+    return max(0, self._end - self._f.tell())
+
+  def read(self, n=-1):
+    n = self.remaining() if n is None or n < 0 else min(int(n), self.remaining())
+    return self._f.read(n)
+
+  def readline(self, limit=-1):
+    return self._f.readline(limit)
+
+  def readinto(self, b):
+    return self._f.readinto(b)
+
+  def tell(self):
+    return self._f.tell()
 
 
 def _read_exact(f, n: int) -> bytes:
@@ -271,8 +395,21 @@ def _read_exact(f, n: int) -> bytes:
   return b
 
 
+def _read_array(f, dtype: np.dtype, count: int, what: str) -> np.ndarray:
+  """``count`` elements read from ``f`` straight into a new array, in chunks (no bytes copy)."""
+  out = np.empty(count, dtype)
+  buf = memoryview(out.view(np.uint8))
+  pos, n = 0, buf.nbytes
+  while pos < n:
+    got = f.readinto(buf[pos:pos + _CHUNK])
+    if not got:
+      raise TorchFileError(f"{what}: unexpected end of data after {pos} of {n} bytes (truncated?)")
+    pos += got
+  return out
+
+
 def _load_legacy(f, extra_globals, stub_modules, dict_stubs):
-  """Reads the legacy (non-zip) torch serialization stream from ``f``."""
+  """Reads the legacy (non-zip) torch serialization stream from ``f`` (a :class:`_Bounded`)."""
   plain = dict(storages=lambda pid: _bad_pid(pid), extra_globals=None, stub_modules=(),
                dict_stubs=())
   try:
@@ -288,7 +425,7 @@ def _load_legacy(f, extra_globals, stub_modules, dict_stubs):
   if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
     raise TorchFileError("big-endian torch files are not supported")
 
-  pending: dict[str, tuple[np.dtype, int]] = {}
+  pending: dict[str, np.dtype] = {}
   views: list[tuple[Storage, str, int, int]] = []
   roots: dict[str, Storage] = {}
 
@@ -296,31 +433,44 @@ def _load_legacy(f, extra_globals, stub_modules, dict_stubs):
     if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
       if isinstance(pid, tuple) and pid and pid[0] == "module":
         return None  # source-code record of a pickled nn.Module class; never executed
-      raise TorchFileError(f"unknown persistent id {pid!r}")
+      raise TorchFileError(f"unknown persistent id {pid!r:.80}")
     storage_type, root_key, _location, numel, view_meta = (tuple(pid[1:]) + (None,))[:5]
     if not isinstance(storage_type, StorageType):
-      raise TorchFileError(f"unknown storage type {storage_type!r}")
+      raise TorchFileError(f"unknown storage type {storage_type!r:.80}")
     if root_key not in roots:
       roots[root_key] = Storage(np.zeros(0, storage_type.dtype))
-      pending[root_key] = (storage_type.dtype, int(numel))
+      pending[root_key] = storage_type.dtype
     root = roots[root_key]
     if view_meta is not None:
-      view_key, offset, size = view_meta
+      _view_key, offset, size = view_meta
+      offset, size = _ints((offset, size), "storage view")
+      if offset < 0 or size < 0:
+        raise TorchFileError(f"storage view with negative offset/size {offset}, {size}")
       view = Storage(np.zeros(0, storage_type.dtype))
-      views.append((view, root_key, int(offset), int(size)))
+      views.append((view, root_key, offset, size))
       return view
     return root
 
   obj = _Unpickler(f, storages=storages, extra_globals=extra_globals, stub_modules=stub_modules,
                    dict_stubs=dict_stubs).load()
   keys = _Unpickler(f, **plain).load()
+  if not isinstance(keys, (list, tuple)):
+    raise TorchFileError(f"legacy storage key list is a {type(keys).__name__}")
   for key in keys:
-    dtype, numel = pending[key]
+    if key not in pending:
+      raise TorchFileError(f"legacy stream lists storage {key!r:.40} that no tensor uses")
+    dtype = pending.pop(key)
     (n,) = struct.unpack("<q", _read_exact(f, 8))
-    raw = _read_exact(f, n * dtype.itemsize)
-    roots[key].data = np.frombuffer(raw, dtype).copy()
+    if n < 0 or n * dtype.itemsize > f.remaining():
+      raise TorchFileError(f"storage {key} declares {n} elements of {dtype}, but only "
+                           f"{f.remaining()} bytes remain in the file (truncated or corrupt)")
+    roots[key].data = _read_array(f, dtype, n, f"storage {key}")
   for view, root_key, offset, size in views:
-    view.data = roots[root_key].data[offset:offset + size]
+    data = roots[root_key].data
+    if offset + size > data.size:
+      raise TorchFileError(f"storage view [{offset}, {offset + size}) lies outside storage "
+                           f"{root_key} of {data.size} elements")
+    view.data = data[offset:offset + size]
   # Tensors were rebuilt before the bytes arrived: rebuild them now that storages are filled.
   return _resolve_deferred(obj)
 
@@ -336,30 +486,40 @@ class _Deferred:
     self.fn, self.args = fn, args
 
 
-def _resolve_deferred(obj, _seen=None):
-  """Walks containers and Stub records, replacing deferred tensors by arrays."""
-  _seen = set() if _seen is None else _seen
-  if isinstance(obj, _Deferred):
-    return obj.fn(*[_resolve_deferred(a, _seen) for a in obj.args])
-  if id(obj) in _seen:
+def _resolve_deferred(obj, _memo=None):
+  """Walks containers and Stub records, replacing deferred tensors by arrays.
+
+  Every object is visited once (``_memo`` by id), so a file whose containers share children
+  (a DAG that is exponentially large as a tree) costs time linear in its size.
+  """
+  _memo = {} if _memo is None else _memo
+  if isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray)):
     return obj
-  if isinstance(obj, (dict, list, Stub)):
-    _seen.add(id(obj))
+  key = id(obj)
+  if key in _memo:
+    return _memo[key]
+  if isinstance(obj, _Deferred):
+    out = obj.fn(*[_resolve_deferred(a, _memo) for a in obj.args])
+    _memo[key] = out
+    return out
+  _memo[key] = obj
   if isinstance(obj, dict):
     for k in list(obj.keys()):
-      obj[k] = _resolve_deferred(obj[k], _seen)
+      obj[k] = _resolve_deferred(obj[k], _memo)
     if isinstance(obj, StubDict):
       for k, v in list(obj.__dict__.items()):
-        obj.__dict__[k] = _resolve_deferred(v, _seen)
+        obj.__dict__[k] = _resolve_deferred(v, _memo)
     return obj
   if isinstance(obj, list):
-    obj[:] = [_resolve_deferred(v, _seen) for v in obj]
+    obj[:] = [_resolve_deferred(v, _memo) for v in obj]
     return obj
   if isinstance(obj, tuple):
-    return tuple(_resolve_deferred(v, _seen) for v in obj)
+    out = tuple(_resolve_deferred(v, _memo) for v in obj)
+    _memo[key] = out
+    return out
   if isinstance(obj, Stub):
     for k, v in list(obj.__dict__.items()):
-      obj.__dict__[k] = _resolve_deferred(v, _seen)
+      obj.__dict__[k] = _resolve_deferred(v, _memo)
     return obj
   return obj
 
@@ -374,6 +534,18 @@ def _deferring(fn):
   return wrapper
 
 
+def _check_member(info: zipfile.ZipInfo) -> None:
+  """Refuses a member whose declared size the compressed bytes cannot honestly produce."""
+  if info.compress_type == zipfile.ZIP_STORED:
+    if info.file_size != info.compress_size:
+      raise TorchFileError(f"{info.filename}: stored member declares {info.file_size} bytes but "
+                           f"holds {info.compress_size}")
+  elif info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+    raise TorchFileError(
+        f"{info.filename}: declares {info.file_size:,} bytes from {info.compress_size:,} "
+        f"compressed bytes, more than compression can produce (a zip bomb?)")
+
+
 def _load_zip(zf: zipfile.ZipFile, extra_globals, stub_modules, dict_stubs):
   names = zf.namelist()
   pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
@@ -383,46 +555,78 @@ def _load_zip(zf: zipfile.ZipFile, extra_globals, stub_modules, dict_stubs):
   cache: dict[str, Storage] = {}
 
   def storages(pid):
-    if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-      raise TorchFileError(f"unknown persistent id {pid!r}")
+    if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+      raise TorchFileError(f"unknown persistent id {pid!r:.80}")
     storage_type, key, _location, numel = pid[1:5]
     if not isinstance(storage_type, StorageType):
-      raise TorchFileError(f"unknown storage type {storage_type!r}")
+      raise TorchFileError(f"unknown storage type {storage_type!r:.80}")
     if key not in cache:
       try:
-        raw = zf.read(f"{root}/data/{key}")
+        info = zf.getinfo(f"{root}/data/{key}")
       except KeyError:
         raise TorchFileError(f"storage {key} is missing from the archive (truncated?)") from None
-      if len(raw) % storage_type.dtype.itemsize:
-        raise TorchFileError(f"storage {key} has {len(raw)} bytes, not a whole number of "
+      _check_member(info)
+      itemsize = storage_type.dtype.itemsize
+      if info.file_size % itemsize:
+        raise TorchFileError(f"storage {key} has {info.file_size} bytes, not a whole number of "
                              f"{storage_type.dtype} elements")
-      cache[key] = Storage(np.frombuffer(raw, storage_type.dtype).copy())
+      (numel,) = _ints((numel,), "storage size")
+      if numel * itemsize > info.file_size:
+        raise TorchFileError(f"storage {key} declares {numel} elements of {storage_type.dtype} "
+                             f"but the archive holds {info.file_size} bytes (truncated?)")
+      with zf.open(info) as f:
+        cache[key] = Storage(_read_array(f, storage_type.dtype, info.file_size // itemsize,
+                                         f"storage {key}"))
     return cache[key]
 
-  with zf.open(pkl[0]) as f:
-    return _Unpickler(io.BytesIO(f.read()), storages=storages, extra_globals=extra_globals,
-                      stub_modules=stub_modules, dict_stubs=dict_stubs).load()
+  info = zf.getinfo(pkl[0])
+  _check_member(info)
+  with zf.open(info) as f:
+    data = f.read()
+  return _Unpickler(io.BytesIO(data), storages=storages, extra_globals=extra_globals,
+                    stub_modules=stub_modules, dict_stubs=dict_stubs).load()
 
 
-def _read_source(source) -> bytes:
-  """The bytes of a path, a bytes-like object or a binary file object."""
+@contextlib.contextmanager
+def _open_source(source):
+  """``(binary file, size in bytes)`` of a path, a bytes-like object or a binary file object.
+  Paths are streamed (never read whole and copied)."""
   if isinstance(source, (str, os.PathLike)):
     if not os.path.exists(source):
       raise FileNotFoundError(f"no such file: {source}")
     with open(source, "rb") as f:
-      data = f.read()
-  elif isinstance(source, (bytes, bytearray, memoryview)):
-    data = bytes(source)
-  else:
+      yield f, os.fstat(f.fileno()).st_size
+    return
+  if isinstance(source, (bytes, bytearray, memoryview)):
+    data = source if isinstance(source, bytes) else bytes(source)
+    yield io.BytesIO(data), len(data)
+    return
+  try:
+    start = source.tell()
+    end = source.seek(0, os.SEEK_END)
+    source.seek(start)
+  except (AttributeError, OSError, io.UnsupportedOperation):  # not seekable: buffer it
     data = source.read()
-  if not data:
-    raise TorchFileError("empty file")
-  return data
+    source, start, end = io.BytesIO(data), 0, len(data)
+  yield source, end - start
+
+
+_PASS_THROUGH = (UnsafePickleError, TorchFileError, FileNotFoundError)
+
+
+def _wrap(e: BaseException, what: str) -> TorchFileError:
+  if isinstance(e, RecursionError):
+    return TorchFileError(f"{what}: objects nested too deeply (a crafted or corrupt file)")
+  if isinstance(e, MemoryError):
+    return TorchFileError(f"{what}: reading it would exhaust memory (a crafted or corrupt file)")
+  return TorchFileError(f"{what}: {type(e).__name__}: {e}")
 
 
 def load(source, *, extra_globals: Mapping[tuple[str, str], Any] | None = None,
          stub_modules: Iterable[str] = (), dict_stubs: Iterable[str] = ()) -> Any:
   """Loads a PyTorch file into plain Python objects with ``np.ndarray`` tensors.
+
+  Contiguous tensors are views of their (writable) storage, as torch tensors share storage.
 
   Args:
     source: a path, bytes, or a binary file object.
@@ -434,33 +638,37 @@ def load(source, *, extra_globals: Mapping[tuple[str, str], Any] | None = None,
   Raises:
     FileNotFoundError: ``source`` is a path that does not exist.
     UnsafePickleError: the file names a global outside the allow-list.
-    TorchFileError: corrupt, truncated or not a torch file.
+    TorchFileError: corrupt, truncated, crafted (sizes its bytes cannot back) or not a torch file.
   """
-  data = _read_source(source)
   stub_modules = tuple(stub_modules)
   dict_stubs = tuple(dict_stubs)
   extra = dict(extra_globals or {})
-  if data[:4] == b"PK\x03\x04":
+  with _open_source(source) as (f, size):
+    if size <= 0:
+      raise TorchFileError("empty file")
+    token = _LIMITS.set(_Limits(size))
     try:
-      zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as e:
-      raise TorchFileError(f"corrupt torch zip archive: {e}") from None
-    try:
-      return _load_zip(zf, extra, stub_modules, dict_stubs)
-    except (zipfile.BadZipFile, EOFError, struct.error, pickle.UnpicklingError, ValueError) as e:
-      if isinstance(e, (UnsafePickleError, TorchFileError)):
-        raise
-      raise TorchFileError(f"corrupt torch zip archive: {e}") from None
-  # Legacy stream: rebuilds must wait for the storage bytes at the end of the stream.
-  legacy_extra = {k: v for k, v in extra.items()}
-  for k in (("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2")):
-    legacy_extra.setdefault(k, _deferring(_TORCH_ALLOWED[k]))
-  try:
-    return _load_legacy(io.BytesIO(data), legacy_extra, stub_modules, dict_stubs)
-  except (EOFError, struct.error, pickle.UnpicklingError, KeyError, ValueError) as e:
-    if isinstance(e, (UnsafePickleError, TorchFileError)):
+      start = f.tell()
+      head = f.read(4)
+      f.seek(start)
+      if head == b"PK\x03\x04":
+        try:
+          zf = zipfile.ZipFile(f)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+          raise TorchFileError(f"corrupt or truncated torch zip archive: {e}") from None
+        with zf:
+          return _load_zip(zf, extra, stub_modules, dict_stubs)
+      # Legacy stream: rebuilds must wait for the storage bytes at the end of the stream.
+      legacy_extra = {k: v for k, v in extra.items()}
+      for k in (("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v2")):
+        legacy_extra.setdefault(k, _deferring(_TORCH_ALLOWED[k]))
+      return _load_legacy(_Bounded(f, start + size), legacy_extra, stub_modules, dict_stubs)
+    except _PASS_THROUGH:
       raise
-    raise TorchFileError(f"corrupt or truncated torch file: {type(e).__name__}: {e}") from None
+    except Exception as e:  # untrusted input: any other failure means a corrupt/crafted file
+      raise _wrap(e, "corrupt or truncated torch file") from None
+    finally:
+      _LIMITS.reset(token)
 
 
 def load_pickle(source, *, extra_globals=None, stub_modules=(), dict_stubs=()) -> Any:
@@ -469,16 +677,20 @@ def load_pickle(source, *, extra_globals=None, stub_modules=(), dict_stubs=()) -
   Network pickles (StyleGAN/EG3D snapshots) are plain pickles whose tensors are pickled through
   ``torch.storage._load_from_bytes``; this resolves them to ``np.ndarray`` the same way.
   """
-  data = _read_source(source)
-  try:
-    return _Unpickler(io.BytesIO(data), storages=_bad_pid, extra_globals=extra_globals,
-                      stub_modules=tuple(stub_modules), dict_stubs=tuple(dict_stubs)).load()
-  except (EOFError, struct.error, KeyError, IndexError) as e:
-    raise TorchFileError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from None
-  except pickle.UnpicklingError as e:
-    if isinstance(e, (UnsafePickleError, TorchFileError)):
+  with _open_source(source) as (f, size):
+    if size <= 0:
+      raise TorchFileError("empty file")
+    token = _LIMITS.set(_Limits(size))
+    try:
+      return _Unpickler(_Bounded(f, f.tell() + size), storages=_bad_pid,
+                        extra_globals=extra_globals, stub_modules=tuple(stub_modules),
+                        dict_stubs=tuple(dict_stubs)).load()
+    except _PASS_THROUGH:
       raise
-    raise TorchFileError(f"corrupt or truncated pickle: {e}") from None
+    except Exception as e:  # untrusted input: any other failure means a corrupt/crafted file
+      raise _wrap(e, "corrupt or truncated pickle") from None
+    finally:
+      _LIMITS.reset(token)
 
 
 def load_state_dict(source, *, unwrap: Iterable[str] = ("state_dict", "model", "params")
