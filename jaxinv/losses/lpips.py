@@ -184,7 +184,8 @@ def lpips_distance(params, in0: jax.Array, in1: jax.Array, net: str = "alex",
 
   Args:
     params: ``{'params': ...}`` from ``jaxinv.convert.lpips``.
-    in0, in1: ``[B, H, W, 3]`` in [-1, 1].
+    in0, in1: ``[B, H, W, 3]`` in [-1, 1]; NaN/inf and values outside [-1, 1] are refused when
+      the values are available (not under jit unless ``jaxinv.checks.checked``).
   """
   _check_net(net)
   _check_pair(in0, in1, net)

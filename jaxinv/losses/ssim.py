@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinv.checks import check_rank
+from jaxinv.checks import check_range, check_rank
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -60,19 +60,31 @@ def _ssim_cs(x, y, data_range, win, sigma, k1, k2):
   return jnp.mean(lum * cs, axis=(1, 2)), jnp.mean(cs, axis=(1, 2))
 
 
-def _check_pair(x, y, min_side: int, what: str):
+def _check_pair(x, y, min_side: int, what: str, data_range: float):
   check_rank(x, "x", 4, "[B, H, W, C]")
   if x.shape != y.shape:
     raise ValueError(f"{what}: x {x.shape} and y {y.shape} must have the same shape")
   if min(x.shape[1:3]) < min_side:
     raise ValueError(f"{what}: images of {tuple(x.shape[1:3])} are too small; the shorter side "
                      f"must be at least {min_side} (NHWC layout expected)")
+  # C1, C2 scale with data_range, so values on another scale (e.g. [0, 255] with the default
+  # data_range=2) give a wrong but plausible-looking SSIM; refuse them. data_range=2 means
+  # [-1, 1]; any other L means [0, L] (or [-L/2, L/2]).
+  lo, hi = (-1.0, 1.0) if data_range == 2.0 else (-data_range / 2, float(data_range))
+  hint = (f" for data_range={data_range:g} ([-1, 1] images; pass data_range=255 for [0, 255] "
+          "or 1 for [0, 1])")
+  for name, v in (("x", x), ("y", y)):
+    check_range(v, f"{what}: {name}", lo, hi, tol=1e-3 * data_range, hint=hint)
 
 
 def ssim(x: jax.Array, y: jax.Array, data_range: float = 2.0, win_size: int = 11,
          sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> jax.Array:
-  """Mean SSIM per image ``[B]`` of ``x, y [B, H, W, C]`` (1 = identical)."""
-  _check_pair(x, y, win_size, "ssim")
+  """Mean SSIM per image ``[B]`` of ``x, y [B, H, W, C]`` (1 = identical).
+
+  Values must match ``data_range`` (default 2: images in [-1, 1]); NaN/inf and out-of-range
+  values are refused when the values are available (not under jit; see ``jaxinv.checks``).
+  """
+  _check_pair(x, y, win_size, "ssim", data_range)
   s, _ = _ssim_cs(x, y, data_range, win_size, sigma, k1, k2)
   return jnp.mean(s, axis=-1)
 
@@ -89,7 +101,7 @@ def ms_ssim(x: jax.Array, y: jax.Array, data_range: float = 2.0,
             k1: float = 0.01, k2: float = 0.03) -> jax.Array:
   """Multi-scale SSIM per image ``[B]`` of ``x, y [B, H, W, C]``."""
   n = len(weights)
-  _check_pair(x, y, (win_size - 1) * 2 ** (n - 1) + 1, "ms_ssim")
+  _check_pair(x, y, (win_size - 1) * 2 ** (n - 1) + 1, "ms_ssim", data_range)
   w = jnp.asarray(weights, jnp.float32)
   terms = []
   for i in range(n):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv import checks
+from jaxinv.render import camera as camera_lib
 from jaxinv.nn.decoder import OSGDecoder, fused_weights
 from jaxinv.nn.mapping import MappingNetwork
 from jaxinv.nn.superresolution import Superresolution, sr_spec
@@ -422,15 +423,27 @@ def _check_batch(x, name, width, layout):
   checks.check_finite(x, name)
 
 
-def _check_c(c, batch=None):
+def _check_c(c, batch=None, render=False):
+  """Checks camera labels ``[B, 25]`` and returns them; a single label ``[25]`` (as
+  ``jaxinv.preprocess`` returns) is broadcast to the batch. ``render=True`` (cameras that are
+  rendered from) also refuses a cam2world whose last row is not [0, 0, 0, 1] and malformed
+  intrinsics, as ``Camera.from_label`` does; value checks follow ``jaxinv.checks`` (skipped under
+  jit unless ``checks.checked``)."""
   s = tuple(np.shape(c))
+  if s == (25,) and batch is not None:
+    c = jnp.broadcast_to(jnp.asarray(c)[None], (batch, 25))
+    s = (batch, 25)
   if len(s) != 2 or s[1] != 25:
-    raise ValueError(f"c: expected camera labels [B, 25] (16 cam2world + 9 intrinsics numbers), "
-                     f"got shape {s}")
+    raise ValueError(f"c: expected camera labels [B, 25] (16 cam2world + 9 intrinsics numbers) "
+                     f"or one label [25], got shape {s}")
   if batch is not None and s[0] != batch:
     raise ValueError(f"c: batch size {s[0]} does not match {batch}")
   checks.check_floating(c, "c")
-  checks.check_finite(c, "c")
+  if render:
+    camera_lib.validate_label(c, "c", rotation=False)
+  else:
+    checks.check_finite(c, "c")
+  return c
 
 
 def _resolve_draws(draws):
@@ -483,7 +496,7 @@ class EG3DGenerator:
     ``truncation_cutoff=None`` truncates every w; an int truncates only ``ws[:, :cutoff]``.
     """
     _check_batch(z, "z", self.config.z_dim, f"[B, {self.config.z_dim}]")
-    _check_c(c, np.shape(z)[0])
+    c = _check_c(c, np.shape(z)[0])
     cutoff = self.config.num_ws if truncation_cutoff is None else int(truncation_cutoff)
     return _mapping_fn(self.config)(self.params, jnp.asarray(z, jnp.float32),
                                     jnp.asarray(c, jnp.float32),
@@ -521,7 +534,7 @@ class EG3DGenerator:
            feature_image [B, R, R, 32], weights_sum [B, R, R, 1]).
     """
     self._check_ws(ws)
-    _check_c(c, np.shape(ws)[0])
+    c = _check_c(c, np.shape(ws)[0], render=True)
     _check_noise(noise_mode)
     r = self._resolution(neural_rendering_resolution)
     return _synthesis_fn(self.config, r, noise_mode)(
@@ -538,7 +551,7 @@ class EG3DGenerator:
     Returns: the same dict as :meth:`synthesis`.
     """
     self._check_ws(ws)
-    _check_c(c, np.shape(ws)[0])
+    c = _check_c(c, np.shape(ws)[0], render=True)
     checks.check_shape(planes, "planes", (np.shape(ws)[0], 3, None, None, PLANE_CHANNELS),
                        f"[B, 3, H, W, {PLANE_CHANNELS}]")
     checks.check_finite(planes, "planes")
@@ -551,7 +564,7 @@ class EG3DGenerator:
                neural_rendering_resolution=None, noise_mode="const"):
     """``synthesis(mapping(z, c, ...), c, ...)`` in one compiled call."""
     _check_batch(z, "z", self.config.z_dim, f"[B, {self.config.z_dim}]")
-    _check_c(c, np.shape(z)[0])
+    c = _check_c(c, np.shape(z)[0], render=True)
     _check_noise(noise_mode)
     r = self._resolution(neural_rendering_resolution)
     cutoff = self.config.num_ws if truncation_cutoff is None else int(truncation_cutoff)

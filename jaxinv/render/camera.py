@@ -8,6 +8,7 @@ the world is y-up. The rotation block's columns are [right, down, forward] in wo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax.numpy as jnp
@@ -129,19 +130,57 @@ def mirror_label(c):
   return matrices_to_label(cam2world, k)
 
 
-def validate_label(c, name: str = "c", atol: float = 1e-3) -> None:
+def _label_flags(xp, c, atol: float, rotation: bool):
+  """[4] booleans: last cam2world row, intrinsics form, positive focals, proper rotation."""
+  m, k = c[:, :16].reshape(-1, 4, 4), c[:, 16:].reshape(-1, 3, 3)
+  row = xp.all(xp.abs(m[:, 3] - xp.asarray([0.0, 0.0, 0.0, 1.0], c.dtype)) <= atol)
+  intr = (xp.all(xp.abs(k[:, 2] - xp.asarray([0.0, 0.0, 1.0], c.dtype)) <= atol)
+          & xp.all(xp.abs(k[:, 1, 0]) <= atol))
+  focal = xp.all(k[:, 0, 0] > 0) & xp.all(k[:, 1, 1] > 0)
+  if rotation:
+    r = m[:, :3, :3]
+    err = xp.abs(xp.swapaxes(r, 1, 2) @ r - xp.eye(3, dtype=c.dtype))
+    rot = xp.all(err <= atol) & xp.all(xp.linalg.det(r) > 0)
+  else:
+    rot = xp.asarray(True)
+  return xp.stack([row, intr, focal, rot])
+
+
+@functools.lru_cache(maxsize=None)
+def _device_label_flags():
+  import jax
+  return jax.jit(lambda c, atol, rotation: _label_flags(jnp, c, atol, rotation),
+                 static_argnums=(1, 2))
+
+
+def validate_label(c, name: str = "c", atol: float = 1e-3, rotation: bool = True) -> None:
   """Refuses anything that is not a batch of valid camera labels ``[B, 25]``.
 
-  Checks the shape, dtype and finiteness always; when the values are available (not under jit) also
-  the homogeneous rows ([0, 0, 0, 1] and [0, 0, 1]), an orthonormal proper rotation and a positive
-  focal length, so that e.g. a world2cam matrix or a transposed pose is caught by name.
+  Checks the shape and dtype always; when the values are available (see ``jaxinv.checks``: numpy
+  on the host, jax arrays on their device with one small fetch, under jit only inside
+  ``checks.checked``) also finiteness, the homogeneous rows ([0, 0, 0, 1] and [0, 0, 1]), a positive
+  focal length and (``rotation=True``) an orthonormal proper rotation, so that e.g. a world2cam
+  matrix or a transposed pose is caught by name.
   """
   checks.check_shape(c, name, (None, 25), "camera label [B, 25] = cam2world (16) + intrinsics (9)")
   checks.check_floating(c, name)
   checks.check_finite(c, name)
-  if not checks.is_concrete(c):
+  if checks.is_tracer(c):
+    checks.require(c, name, lambda xp, a: _label_flags(xp, a, atol, rotation),
+                   "not a valid camera label (cam2world last row [0, 0, 0, 1], intrinsics "
+                   "[[fx, s, cx], [0, fy, cy], [0, 0, 1]], proper rotation)")
     return
-  a = np.asarray(c, np.float64)
+  if checks._is_device_array(c):
+    import jax
+    with jax.ensure_compile_time_eval():  # a concrete label inside someone's jit trace
+      flags = jax.device_get(_device_label_flags()(c, float(atol), bool(rotation)))
+    if bool(np.all(flags)):
+      return
+    a = np.asarray(jax.device_get(c), np.float64)  # explicit, and only to word the error
+  else:
+    a = np.asarray(c, np.float64)
+    if bool(np.all(_label_flags(np, a, atol, rotation))):
+      return
   m, k = a[:, :16].reshape(-1, 4, 4), a[:, 16:].reshape(-1, 3, 3)
   if not np.allclose(m[:, 3], [0, 0, 0, 1], atol=atol):
     raise ValueError(f"{name}: cam2world's last row must be [0, 0, 0, 1], got {m[:, 3].tolist()} "
@@ -153,9 +192,8 @@ def validate_label(c, name: str = "c", atol: float = 1e-3) -> None:
     raise ValueError(f"{name}: focal lengths fx, fy must be positive, got {k[:, 0, 0]}, {k[:, 1, 1]}")
   r = m[:, :3, :3]
   err = np.abs(r.transpose(0, 2, 1) @ r - np.eye(3)).max()
-  if err > atol or np.any(np.linalg.det(r) < 0):
-    raise ValueError(f"{name}: cam2world's rotation block is not a proper rotation (|R^T R - I| = "
-                     f"{err:.3g}, det {np.linalg.det(r)})")
+  raise ValueError(f"{name}: cam2world's rotation block is not a proper rotation (|R^T R - I| = "
+                   f"{err:.3g}, det {np.linalg.det(r)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +226,11 @@ class Camera:
     if fov is not None:
       focal = fov_to_focal(fov)
     focal = DEFAULT_FOCAL if focal is None else float(focal)
+    for what, v in (("yaw", yaw), ("pitch", pitch), ("radius", radius), ("lookat", lookat),
+                    ("focal", focal)):
+      checks.check_finite(np.asarray(v, np.float64), f"Camera.look_at: {what}")
+    if np.any(np.asarray(radius) <= 0) or not focal > 0:
+      raise ValueError(f"Camera.look_at: radius and focal must be positive, got {radius}, {focal}")
     yaw, pitch = np.broadcast_arrays(np.asarray(yaw, np.float64).reshape(-1),
                                      np.asarray(pitch, np.float64).reshape(-1))
     cam2world = look_at_pose(math.pi / 2 + yaw, math.pi / 2 + pitch, lookat, radius)
