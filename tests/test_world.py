@@ -145,3 +145,31 @@ def test_bad_inputs_are_refused_by_name(zs):
     world.render(zs, c, resolution=0)
   with pytest.raises(TypeError, match="z"):
     world.render(zs.astype(np.int32), c)
+
+
+def test_latent_parts_control_what_their_names_say(zs):
+  # z = [shape | appearance | background]: a new appearance keeps the geometry, a new background
+  # keeps the whole object.
+  assert (world.Z_SHAPE.stop, world.Z_APPEARANCE.stop, world.Z_BACKGROUND.stop) == (
+      world.Z_APPEARANCE.start, world.Z_BACKGROUND.start, world.Z_DIM)
+  other = np.asarray(world.sample_z(jax.random.PRNGKey(11), 4))
+  new_look, new_bg = zs.copy(), zs.copy()
+  new_look[:, world.Z_APPEARANCE] = other[:, world.Z_APPEARANCE]
+  new_bg[:, world.Z_BACKGROUND] = other[:, world.Z_BACKGROUND]
+  c = world.orbit_label(np.array([-0.5, 0.0, 0.3, 0.7]), 0.1)
+  base, look, bg = (world.render(z, c, resolution=R) for z in (zs, new_look, new_bg))
+  m = np.asarray(base["mask"])[..., 0] > 0
+  for k in ("mask", "depth"):
+    np.testing.assert_array_equal(np.asarray(look[k]), np.asarray(base[k]))
+    np.testing.assert_array_equal(np.asarray(bg[k]), np.asarray(base[k]))
+  img0, img_look, img_bg = (np.asarray(o["image"]) for o in (base, look, bg))
+  np.testing.assert_array_equal(img_bg[m], img0[m])
+  assert np.abs(img_bg[~m] - img0[~m]).max() > 0.05
+  np.testing.assert_array_equal(img_look[~m], img0[~m])
+  assert np.abs(img_look[m] - img0[m]).max() > 0.05
+
+
+def test_orbit_label_is_the_look_at_camera():
+  yaw, pitch = np.array([-0.8, 0.0, 0.5]), np.array([0.2, 0.0, -0.1])
+  np.testing.assert_allclose(np.asarray(world.orbit_label(yaw, pitch)),
+                             np.asarray(jaxinv.Camera.look_at(yaw, pitch).label), atol=1e-6)
