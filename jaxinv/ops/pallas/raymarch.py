@@ -259,17 +259,20 @@ def _kernel_call(planes, decoder, origins, directions, depths, st: _Static):
   ws = decoder.w_out[:, 0].astype(f32)
   bs = jnp.pad(decoder.b_out[:1].astype(f32), (0, 15))
 
-  full = lambda shape: pl.BlockSpec(shape, lambda j: (0,) * len(shape))
+  # Under shard_map(check_vma=True) the outputs must say over which mesh axes they vary: as the
+  # inputs jointly do (a dead scalar mixing one entry of each; XLA drops it).
+  mixed = sum(x.reshape(-1)[0] * 0 for x in (rays, dep, table, w0, b0, wc, bc, ws))
+  sds = functools.partial(jax.ShapeDtypeStruct, manual_axis_type=jax.typeof(mixed).mat)
+  full = lambda shape: pl.BlockSpec(shape, lambda j: (0,) * len(shape))  # noqa: E731
   in_specs = [pl.BlockSpec((8, rb), lambda j: (0, j)), pl.BlockSpec((rb,), lambda j: (j,)),
               pl.BlockSpec((sp, rb), lambda j: (0, j)), full(table.shape), full((cp, hd)),
               full((hd,)), full((hd, fp)), full((fp,)), full((hd,)), full((16,))]
   out_specs = [pl.BlockSpec((rb, fp), lambda j: (j, 0)), pl.BlockSpec((rb,), lambda j: (j,)),
                pl.BlockSpec((rb,), lambda j: (j,))]
-  out_shape = [jax.ShapeDtypeStruct((npad, fp), f32), jax.ShapeDtypeStruct((npad,), f32),
-               jax.ShapeDtypeStruct((npad,), f32)]
+  out_shape = [sds((npad, fp), f32), sds((npad,), f32), sds((npad,), f32)]
   if st.with_weights:
     out_specs.append(pl.BlockSpec((sp, rb), lambda j: (0, j)))
-    out_shape.append(jax.ShapeDtypeStruct((sp, npad), f32))
+    out_shape.append(sds((sp, npad), f32))
   outs = pl.pallas_call(
       functools.partial(_kernel, st=st),
       grid=(npad // rb,),
@@ -287,15 +290,64 @@ def _kernel_call(planes, decoder, origins, directions, depths, st: _Static):
   return rgb, depth, total, weights
 
 
+def _batch_partitioned(st: _Static):
+  """The kernel call, partitioned over the batch for sharded ``jit`` (``custom_partitioning``).
+
+  A ``pallas_call`` is opaque to XLA's partitioner, which would otherwise gather every input and
+  run the whole batch on every device. Here each device runs the kernel on its own images (planes,
+  rays, depths sharded along B like the first argument; decoder weights replicated); rays are
+  independent, so this is exact.
+  """
+  from jax.experimental.custom_partitioning import custom_partitioning
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  def local(planes, w_hidden, b_hidden, w_out, b_out, origins, directions, depths):
+    lst = dataclasses.replace(st, batch=depths.shape[0], rays=depths.shape[1])
+    out = _kernel_call(planes, MLPDecoder(w_hidden, b_hidden, w_out, b_out), origins, directions,
+                       depths, lst)
+    return out if st.with_weights else out[:3]
+
+  call = custom_partitioning(local)
+
+  def shardings(mesh, spec0, ndims):
+    return tuple(NamedSharding(mesh, PartitionSpec(spec0, *([None] * (n - 1))) if batched else
+                               PartitionSpec()) for n, batched in ndims)
+
+  args_nd = ((5, True), (2, False), (1, False), (2, False), (1, False), (3, True), (3, True),
+             (4, True))
+  outs_nd = ((3, True), (3, True), (3, True), (4, True))[: 4 if st.with_weights else 3]
+
+  def batch_axes(sharding):
+    spec = getattr(sharding, "spec", None)
+    return spec[0] if spec else None
+
+  def infer(mesh, arg_shapes, result_shape):
+    return shardings(mesh, batch_axes(arg_shapes[0].sharding), outs_nd)
+
+  def partition(mesh, arg_shapes, result_shape):
+    spec0 = batch_axes(arg_shapes[0].sharding)
+    return mesh, local, shardings(mesh, spec0, outs_nd), shardings(mesh, spec0, args_nd)
+
+  outs = "b m f, b m u, b m u" + (", b m t u" if st.with_weights else "")
+  call.def_partition(
+      infer_sharding_from_operands=infer, partition=partition,
+      sharding_rule=f"b p h w c, c k, k, k o, o, b m x, b m x, b m s u -> {outs}",
+      need_replication_factors=("p", "h", "w", "c", "k", "o", "m", "x", "s", "u", "f")
+      + (("t",) if st.with_weights else ()))
+  return call
+
+
 @functools.lru_cache(maxsize=None)
 def _march_fn(st: _Static):
   reference = functools.partial(
       march_reference, box_warp=st.box_warp, plane_axes=st.plane_axes, white_back=st.white_back,
       with_weights=st.with_weights)
+  call = _batch_partitioned(st)
 
   @jax.custom_vjp
   def fused(planes, decoder, origins, directions, depths):
-    return _kernel_call(planes, decoder, origins, directions, depths, st)
+    out = call(planes, *decoder, origins, directions, depths)
+    return tuple(out) if st.with_weights else (*out, None)
 
   def fwd(planes, decoder, origins, directions, depths):
     return fused(planes, decoder, origins, directions, depths), (
