@@ -32,6 +32,7 @@ from jaxinv.render.renderer import RENDER_KERNELS, render, resolve_kernel
 
 PLANE_RESOLUTION = 256   # the backbone's output size (fixed in the official TriPlaneGenerator)
 PLANE_CHANNELS = 32      # features per plane
+BF16_CONVS = ("none", "superresolution")
 
 _MAPPING_KEYS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier"}
 _MAPPING_TRAINING_KEYS = {"w_avg_beta"}
@@ -86,6 +87,12 @@ class EG3DConfig:
     render_kernel: the renderer's implementation, 'xla', 'pallas' (the fused tri-plane
       ray-marching kernel; interpret mode off-GPU) or 'auto' (default: Pallas on GPU, XLA
       elsewhere). Same numbers and gradients; a runtime switch, not stored by ``to_json``.
+    bf16_convs: where convolutions run in bfloat16 (inputs and kernels cast, float32 outside each
+      convolution): 'none' (default) or 'superresolution'. The tri-plane backbone, mapping,
+      decoder, rendering, losses and optimizer state stay float32: bf16 backbone convolutions move
+      the planes by ~2% of their range, which the density amplifies into ~0.07 on image_raw
+      (tests/test_bf16_policy.py has the measurements and the parity bound of the SR policy).
+      A runtime switch, not stored by ``to_json``.
     num_fp16_res, sr_fused_modconv_default, fused_modconv_default, extra: stored for round trips.
   """
   z_dim: int = 512
@@ -115,8 +122,11 @@ class EG3DConfig:
   inplace_image_raw: bool = True
   fused_modconv: bool = False
   render_kernel: str = "auto"
+  bf16_convs: str = "none"
 
   def __post_init__(self):
+    if self.bf16_convs not in BF16_CONVS:
+      raise ValueError(f"bf16_convs must be one of {BF16_CONVS}, got {self.bf16_convs!r}")
     if self.render_kernel not in RENDER_KERNELS:
       raise ValueError(f"render_kernel must be one of {RENDER_KERNELS}, got {self.render_kernel!r}")
     sr_spec(self.superresolution_module)  # refuses unknown modules by name
@@ -275,7 +285,8 @@ class TriPlaneGenerator(nn.Module):
     self.superresolution = Superresolution(
         module=cfg.superresolution_module, channels=PLANE_CHANNELS,
         img_resolution=cfg.img_resolution, sr_num_fp16_res=cfg.sr_num_fp16_res,
-        sr_antialias=cfg.sr_antialias, w_dim=cfg.w_dim, fused_modconv=cfg.fused_modconv)
+        sr_antialias=cfg.sr_antialias, w_dim=cfg.w_dim, fused_modconv=cfg.fused_modconv,
+        conv_dtype=None if cfg.bf16_convs == "none" else "bfloat16")
     self.decoder = OSGDecoder(output_dim=PLANE_CHANNELS, lr_mul=cfg.render_options.decoder_lr_mul)
 
   def init_all(self, z, c, ws, feats):
@@ -608,6 +619,14 @@ def tiny_eg3d(seed: int = 0, **overrides) -> EG3DGenerator:
   """A **random-init preset** (not a trained model): the fixtures' ``tiny`` topology.
 
   ``overrides`` replace fields of :class:`EG3DConfig` (e.g. ``neural_rendering_resolution=16``).
+  The parameters are built once per (config, seed) in a process (initialisation compiles the
+  whole network, tens of seconds on a small CPU) and handed out in fresh containers.
   """
   cfg = EG3DConfig.from_init_kwargs(TINY_INIT_KWARGS, **overrides)
-  return EG3DGenerator(cfg, init_params(cfg, jax.random.PRNGKey(seed)))
+  params = jax.tree_util.tree_map(lambda a: a, _tiny_params(cfg, int(seed)))
+  return EG3DGenerator(cfg, params)
+
+
+@functools.lru_cache(maxsize=8)
+def _tiny_params(cfg: EG3DConfig, seed: int):
+  return init_params(cfg, jax.random.PRNGKey(seed))

@@ -64,6 +64,7 @@ class Superresolution(nn.Module):
     sr_antialias: antialias of the bilinear resize.
     w_dim: style size (hard-coded 512 officially).
     fused_modconv: see ``modulated_conv2d``.
+    conv_dtype: None (float32) or 'bfloat16' for the blocks' convolutions (``modulated_conv2d``).
   """
   module: str
   channels: int = 32
@@ -72,6 +73,7 @@ class Superresolution(nn.Module):
   sr_antialias: bool = True
   w_dim: int = 512
   fused_modconv: bool = False
+  conv_dtype: Optional[str] = None
 
   @property
   def spec(self) -> SRSpec:
@@ -99,7 +101,7 @@ class Superresolution(nn.Module):
       x = resize_bilinear(x, size, antialias=self.sr_antialias)
       rgb = resize_bilinear(rgb, size, antialias=self.sr_antialias)
     common = dict(w_dim=self.w_dim, img_channels=3, conv_clamp=conv_clamp,
-                  fused_modconv=self.fused_modconv)
+                  fused_modconv=self.fused_modconv, conv_dtype=self.conv_dtype)
     x, rgb = SynthesisBlock(self.channels, spec.channels[0], resolution=spec.resolutions[0],
                             is_last=False, upsample=spec.block0_upsample, name="block0",
                             **common)(x, rgb, w, noise_mode)

@@ -39,6 +39,7 @@ class SynthesisLayer(nn.Module):
     activation: bias_act activation name.
     conv_clamp: clamp of the activations (None = off; 256 in the released SR blocks).
     fused_modconv: use the per-sample-kernel form instead of activation scaling (same result).
+    conv_dtype: None (float32) or 'bfloat16' for the convolution itself (``modulated_conv2d``).
   """
   in_channels: int
   out_channels: int
@@ -50,6 +51,7 @@ class SynthesisLayer(nn.Module):
   activation: str = "lrelu"
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
+  conv_dtype: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, w, noise_mode: str = "random", gain: float = 1.0):
@@ -72,7 +74,7 @@ class SynthesisLayer(nn.Module):
     # it matters for converted weights.
     x = modulated_conv2d(x, weight, styles, noise=noise, up=self.up, padding=k // 2,
                          resample_filter=STANDARD_FILTER, flip_weight=(self.up == 1),
-                         fused_modconv=self.fused_modconv)
+                         fused_modconv=self.fused_modconv, conv_dtype=self.conv_dtype)
     act_gain = ACTIVATIONS[self.activation].def_gain * gain
     act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
     return bias_act(x, bias, act=self.activation, gain=act_gain, clamp=act_clamp)
@@ -86,6 +88,7 @@ class ToRGBLayer(nn.Module):
   kernel_size: int = 1
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
+  conv_dtype: Optional[str] = None
 
   @nn.compact
   def __call__(self, x, w):
@@ -95,7 +98,8 @@ class ToRGBLayer(nn.Module):
     styles = styles * (1.0 / np.sqrt(self.in_channels * k * k))
     weight = self.param("weight", _normal_init(1.0), (k, k, self.in_channels, self.out_channels))
     bias = self.param("bias", nn.initializers.zeros, (self.out_channels,))
-    x = modulated_conv2d(x, weight, styles, demodulate=False, fused_modconv=self.fused_modconv)
+    x = modulated_conv2d(x, weight, styles, demodulate=False, fused_modconv=self.fused_modconv,
+                         conv_dtype=self.conv_dtype)
     return bias_act(x, bias, clamp=self.conv_clamp)
 
 
@@ -118,6 +122,7 @@ class SynthesisBlock(nn.Module):
   conv_clamp: Optional[float] = None
   upsample: bool = True
   fused_modconv: bool = False
+  conv_dtype: Optional[str] = None
 
   @property
   def num_conv(self) -> int:
@@ -136,7 +141,7 @@ class SynthesisBlock(nn.Module):
       raise ValueError(f"SynthesisBlock b{self.resolution}: expected {self.num_conv + self.num_torgb}"
                        f" ws, got {ws.shape[1]}")
     layer = dict(w_dim=self.w_dim, resolution=self.resolution, conv_clamp=self.conv_clamp,
-                 fused_modconv=self.fused_modconv)
+                 fused_modconv=self.fused_modconv, conv_dtype=self.conv_dtype)
     i = 0
     if self.in_channels == 0:
       const = self.param("const", _normal_init(1.0),
@@ -154,7 +159,7 @@ class SynthesisBlock(nn.Module):
     if self.is_last or self.architecture == "skip":
       y = ToRGBLayer(self.out_channels, self.img_channels, w_dim=self.w_dim,
                      conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv,
-                     name="torgb")(x, ws[:, i])
+                     conv_dtype=self.conv_dtype, name="torgb")(x, ws[:, i])
       img = y if img is None else img + y
     return x, img
 
@@ -177,6 +182,7 @@ class SynthesisNetwork(nn.Module):
   channel_max: int = 512
   conv_clamp: Optional[float] = None
   fused_modconv: bool = False
+  conv_dtype: Optional[str] = None
 
   @property
   def block_resolutions(self) -> list[int]:
@@ -200,7 +206,7 @@ class SynthesisNetwork(nn.Module):
       block = SynthesisBlock(in_ch, ch[res], w_dim=self.w_dim, resolution=res,
                              img_channels=self.img_channels, is_last=(res == self.img_resolution),
                              conv_clamp=self.conv_clamp, fused_modconv=self.fused_modconv,
-                             name=f"b{res}")
+                             conv_dtype=self.conv_dtype, name=f"b{res}")
       n = block.num_conv + block.num_torgb
       x, img = block(x, img, ws[:, w_idx:w_idx + n], noise_mode)
       w_idx += block.num_conv

@@ -135,7 +135,8 @@ def conv2d_resample(x: jax.Array, w: jax.Array, f: np.ndarray | None = None, up:
 def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array,
                      noise: jax.Array | None = None, up: int = 1, down: int = 1, padding=0,
                      resample_filter: np.ndarray | None = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = False) -> jax.Array:
+                     flip_weight: bool = True, fused_modconv: bool = False,
+                     conv_dtype=None) -> jax.Array:
   """StyleGAN2 modulated convolution (weight demodulation), fused or non-fused form.
 
   Both forms compute ``conv(x, weight * s) * d + noise`` with ``s = styles`` per input channel and
@@ -149,6 +150,9 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array,
     weight: [kh, kw, I, O] raw parameter (no gain).
     styles: [B, I].
     noise: broadcastable to the output [B, H', W', O] (e.g. [H', W', 1] or [B, H', W', 1]).
+    conv_dtype: None (float32) or e.g. ``jnp.bfloat16``: run the convolution itself (with its FIR
+      resampling) on inputs and kernel cast to this dtype and return to ``x.dtype`` right after;
+      styles, demodulation coefficients, noise stay float32 (the bf16 policy of EG3DConfig).
 
   Returns:
     [B, H', W', O].
@@ -162,15 +166,22 @@ def modulated_conv2d(x: jax.Array, weight: jax.Array, styles: jax.Array,
   if demodulate:
     dcoefs = jax.lax.rsqrt(jnp.sum(jnp.square(w), axis=(1, 2, 3)) + 1e-8)  # [B, O]
   kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
+  out_dtype = x.dtype
+
+  def conv(xx, ww):
+    if conv_dtype is None:
+      return conv2d_resample(xx, ww, **kwargs)
+    return conv2d_resample(xx.astype(conv_dtype), ww.astype(conv_dtype), **kwargs).astype(out_dtype)
+
   if not fused_modconv:
     x = x * styles[:, None, None, :].astype(x.dtype)
-    x = conv2d_resample(x, weight, **kwargs)
+    x = conv(x, weight)
     if demodulate:
       x = x * dcoefs[:, None, None, :].astype(x.dtype)
   else:
     if demodulate:
       w = w * dcoefs[:, None, None, None, :]
-    x = jax.vmap(lambda xi, wi: conv2d_resample(xi[None], wi, **kwargs)[0])(x, w)
+    x = jax.vmap(lambda xi, wi: conv(xi[None], wi)[0])(x, w)
   if noise is not None:
     x = x + noise.astype(x.dtype)
   return x
