@@ -1,7 +1,9 @@
 """IR-SE building blocks (ArcFace IR-SE-50, the pSp-family encoders, TriPlaneNet's U-Net, GOAE's AFA).
 
 Images and features are NHWC float32. Every module here runs BatchNorm in **inference** mode
-(running statistics, eps 1e-5), exactly like the upstream networks in ``eval()``.
+(running statistics, eps 1e-5), exactly like the upstream networks in ``eval()``, unless applied
+with ``mutable=["batch_stats"]``: then BatchNorm trains (batch statistics, running averages
+updated; see ``BatchNormInference``).
 
 Public names
 ------------
@@ -99,22 +101,47 @@ def conv2d(features: int, kernel: int, stride: int = 1, padding: int = 0, use_bi
 
 
 class BatchNormInference(nn.Module):
-  """BatchNorm with running statistics (upstream ``eval()``), normalising the last axis.
+  """BatchNorm normalising the last axis; inference form unless ``batch_stats`` is mutable.
 
-  ``scale``/``bias`` live in ``params``; ``mean``/``var`` in ``batch_stats`` and are never
-  updated here (these networks are always run with frozen statistics).
+  ``scale``/``bias`` live in ``params``; ``mean``/``var`` in ``batch_stats``.
+
+  * Inference (``module.apply(variables, x)``, the default everywhere): running statistics,
+    exactly upstream ``eval()``.
+  * Training (``module.apply(variables, x, mutable=["batch_stats"])``, torch ``train()``):
+    normalise with the statistics of this batch (mean and biased variance over every axis but
+    the last; under a sharded jit these are global-batch statistics, i.e. synchronised BN) and
+    update the running ones as torch does: ``running = (1 - momentum) * running + momentum *
+    batch`` with the *unbiased* batch variance, ``momentum = 0.1``.
   """
   epsilon: float = BN_EPS
+  momentum: float = 0.1
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32).value
-    var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32).value
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+    if self.is_mutable_collection("batch_stats") and not self.is_initializing():
+      axes = tuple(range(x.ndim - 1))
+      n = max(int(np_prod(x.shape[:-1])), 1)
+      mean = jnp.mean(x, axis=axes)
+      var = jnp.mean(jnp.square(x - mean), axis=axes)
+      m = self.momentum
+      ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+      ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(var * n / max(n - 1, 1))
+    else:
+      mean, var = ra_mean.value, ra_var.value
     # Same operation order as torch's eval BN: normalise, then the affine.
     return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
+def np_prod(shape) -> int:
+  out = 1
+  for d in shape:
+    out *= int(d)
+  return out
 
 
 class PReLU(nn.Module):

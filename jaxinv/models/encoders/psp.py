@@ -77,10 +77,12 @@ class EqualLinear(nn.Module):
 class GradualStyleBlock(nn.Module):
   """pSp style head: ``log2(spatial)`` x [conv3x3 stride 2 pad 1 -> LeakyReLU(0.01)] -> EqualLinear.
 
-  ``x: [B, spatial, spatial, 512] -> [B, features]``.
+  ``x: [B, spatial, spatial, C] -> [B, out_features]`` (convs of ``features`` channels;
+  ``out_features`` defaults to ``features``, as upstream where both are 512).
   """
   features: int
   spatial: int
+  out_features: int | None = None
 
   @nn.compact
   def __call__(self, x):
@@ -92,7 +94,7 @@ class GradualStyleBlock(nn.Module):
       x = conv2d(self.features, 3, 2, 1, use_bias=True, name=f"conv_{j}")(x)
       x = nn.leaky_relu(x, 0.01)
     x = x.reshape(x.shape[0], self.features)  # [B, 1, 1, F] -> [B, F]
-    return EqualLinear(self.features, name="linear")(x)
+    return EqualLinear(self.out_features or self.features, name="linear")(x)
 
 
 def _head_spatial(i: int) -> int:
@@ -113,16 +115,41 @@ def _check_input(x, in_ch: int, what: str):
 
 
 class _PyramidEncoder(nn.Module):
-  """The IR-SE-50 body, the two lateral 1x1 convs and one style head per style (pSp and e4e)."""
+  """The IR-SE-50 body, the two lateral 1x1 convs and one style head per style (pSp and e4e).
+
+  The defaults are the upstream networks. ``units`` / ``taps`` / ``input_size`` / ``w_dim``
+  shrink them for tests and ``runlocal`` training (e.g. 4 narrow units on 64x64 inputs): the
+  pyramid and heads then take their widths from the tapped units and their spatial sizes from
+  ``input_size``.
+  """
   n_styles: int = 18
   in_ch: int = 3
+  units: tuple | None = None       # None: IR-SE-50
+  taps: tuple = (6, 20, 23)        # body units read as c1, c2, c3
+  input_size: int = 256
+  w_dim: int = 512
+
+  def _units(self):
+    return irse50_units() if self.units is None else tuple(self.units)
+
+  def _head_spatial(self, i: int) -> int:
+    if self.units is None and self.input_size == 256:
+      return _head_spatial(i)
+    tap = self.taps[2] if i < COARSE_END else self.taps[1] if i < MIDDLE_END else self.taps[0]
+    size = self.input_size
+    for u in self._units()[: tap + 1]:
+      size = -(-size // u.stride)
+    return size
 
   def setup(self):
-    self.input_layer = IRSEInputLayer(64)
-    self.body = IRSEBody(irse50_units())
-    self.latlayer1 = conv2d(512, 1, 1, 0, use_bias=True)
-    self.latlayer2 = conv2d(512, 1, 1, 0, use_bias=True)
-    self.styles = [GradualStyleBlock(512, _head_spatial(i), name=f"style_{i}")
+    units = self._units()
+    width = units[self.taps[2]].depth
+    self.input_layer = IRSEInputLayer(units[0].in_ch)
+    self.body = IRSEBody(units)
+    self.latlayer1 = conv2d(width, 1, 1, 0, use_bias=True)
+    self.latlayer2 = conv2d(width, 1, 1, 0, use_bias=True)
+    self.styles = [GradualStyleBlock(width, self._head_spatial(i), out_features=self.w_dim,
+                                     name=f"style_{i}")
                    for i in range(self.n_styles)]
 
 
@@ -139,7 +166,7 @@ class GradualStyleEncoder(_PyramidEncoder):
   def __call__(self, x, return_features: bool = False):
     _check_input(x, self.in_ch, type(self).__name__)
     h = self.input_layer(x)
-    c1, c2, c3 = self.body(h, return_indices=(6, 20, 23))
+    c1, c2, c3 = self.body(h, return_indices=self.taps)
     p2 = _upsample_add(c3, self.latlayer1(c2))
     p1 = _upsample_add(p2, self.latlayer2(c1))
     feats = [c3 if i < COARSE_END else p2 if i < MIDDLE_END else p1 for i in range(self.n_styles)]
@@ -187,7 +214,7 @@ class Encoder4Editing(_PyramidEncoder):
   def __call__(self, x, stage: int = E4E_INFERENCE_STAGE, return_features: bool = False):
     _check_input(x, self.in_ch, type(self).__name__)
     h = self.input_layer(x)
-    c1, c2, c3 = self.body(h, return_indices=(6, 20, 23))
+    c1, c2, c3 = self.body(h, return_indices=self.taps)
     w0 = self.styles[0](c3)
     rows = [w0] * self.n_styles
     features, p2 = c3, None
@@ -212,18 +239,22 @@ class WPlusEncoder(nn.Module):
   """
   n_styles: int = 14
   in_ch: int = 3
+  units: tuple | None = None       # None: IR-SE-50 (smaller for tests / runlocal)
+  w_dim: int = 512
 
   @nn.compact
   def __call__(self, x, return_features: bool = False):
     _check_input(x, self.in_ch, type(self).__name__)
-    h = IRSEInputLayer(64, name="input_layer")(x)
-    body = IRSEBody(irse50_units(), name="body")(h)
+    units = irse50_units() if self.units is None else tuple(self.units)
+    h = IRSEInputLayer(units[0].in_ch, name="input_layer")(x)
+    body = IRSEBody(units, name="body")(h)
     y = BatchNormInference(name="output_bn")(body)
     pool7 = adaptive_avg_pool2d(y, (7, 7))
     # The upstream Flatten runs on NCHW: flatten in C, H, W order so converted weights line up.
     flat = jnp.transpose(pool7, (0, 3, 1, 2)).reshape(x.shape[0], -1)
-    fc = nn.Dense(512, precision=_HIGHEST, name="output_fc")(flat)
-    codes = EqualLinear(512 * self.n_styles, name="linear")(fc).reshape(-1, self.n_styles, 512)
+    fc = nn.Dense(self.w_dim, precision=_HIGHEST, name="output_fc")(flat)
+    codes = EqualLinear(self.w_dim * self.n_styles, name="linear")(fc).reshape(
+        -1, self.n_styles, self.w_dim)
     if return_features:
       return codes, {"body": body, "pool7": pool7, "fc512": fc}
     return codes

@@ -1,0 +1,20 @@
+"""e4e encoder training into EG3D (``jaxinv.train.tasks.e4e``).
+
+  python -m jaxinv.train --config configs/e4e.py --workdir /tmp/e4e            # FFHQ-512 settings
+  python -m jaxinv.train --config configs/e4e.py:runlocal --workdir /tmp/e4e   # 2-core CPU
+
+Full (default): as ``configs/psp.py`` (EG3D ffhqrebalanced512-128, IR-SE-50 init, L2 1.0,
+LPIPS 0.8, ID 0.1, Ranger 1e-4, real FFHQ from ``data.path``) plus e4e's defaults: progressive
+deltas from step 20k, one more every 2k, delta reg 2e-4, latent discriminator (4-layer MLP, Adam
+2e-5) weight 0.1 with R1 gamma 10 every 16 steps, a pool of 50 codes. Missing weight files are
+errors naming the field.
+
+``runlocal``: tiny_eg3d(), a 4-unit encoder on 64x64, random LPIPS / tiny ID stand-ins, and
+generated images standing in for real ones (as psp's runlocal); stages every 5 steps from 10,
+R1 every 4 steps.
+"""
+from jaxinv.train.tasks.psp_configs import psp_family_config
+
+
+def get_config(arg=None):
+  return psp_family_config("e4e", arg)
