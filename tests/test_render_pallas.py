@@ -261,3 +261,14 @@ def test_renderer_kernel_switch_errors():
     renderer.render(planes, lambda f, d: None, o, o, OPTS, kernel="pallas")
   assert renderer.resolve_kernel("auto") == ("xla" if jax.default_backend() != "gpu" else
                                              renderer.resolve_kernel("auto"))
+
+
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="the probe succeeds on a GPU")
+def test_auto_probe_falls_back_to_xla_with_a_warning():
+  """'auto' on a GPU probes the compiled kernel once; where it cannot run it warns and uses XLA
+  (here on CPU, where a non-interpret pallas_call cannot lower), also under a transfer guard."""
+  with jax.transfer_guard("disallow"):
+    with pytest.warns(UserWarning, match="does not run here") as record:
+      ok = renderer._pallas_works_here.__wrapped__()
+  assert ok is False
+  assert "transfer" not in str(record[0].message).lower(), record[0].message

@@ -74,6 +74,13 @@ def resolve_kernel(kernel: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _pallas_works_here() -> bool:
+  # Runs once per process, possibly while a caller traces under jax.transfer_guard("disallow"):
+  # the probe's own tiny transfers are explicit and allowed.
+  with jax.transfer_guard("allow"):
+    return _probe_pallas()
+
+
+def _probe_pallas() -> bool:
   try:
     k = jax.random.split(jax.random.PRNGKey(0), 3)
     planes = jax.random.normal(k[0], (1, 3, 8, 8, 32))
