@@ -253,7 +253,7 @@ def _sphere_interval(o, d, radius):
 
 def trace(dist_fn, origins, dirs, t_near, t_far, steps: int = DEFAULT_STEPS,
           min_step: float = MIN_STEP, bisections: int = BISECTIONS):
-  """Sphere tracing with a fixed number of steps, a minimum step and a bisection polish.
+  """Sphere tracing with at most ``steps`` steps, a minimum step and a bisection polish.
 
   Plain sphere tracing crawls along rays that graze a surface; with a minimum step a ray may step
   just past the surface instead, which the sign of the distance shows; the crossing is then found
@@ -276,8 +276,15 @@ def trace(dist_fn, origins, dirs, t_near, t_far, steps: int = DEFAULT_STEPS,
     new_lo = jnp.where(now_inside, lo, hi)
     return new_lo, new_hi, now_inside
 
+  def active(carry):
+    i, _, hi, inside = carry
+    return (i < steps) & jnp.any(~inside & (hi < t_far + min_step))
+
+  # A ray is done once it crossed the surface or left the interval; the loop stops when every ray
+  # is done (or after `steps`), so the result equals `steps` fixed iterations.
   inside0 = jnp.zeros(t_near.shape, bool)
-  lo, hi, inside = jax.lax.fori_loop(0, steps, march, (t_near, t_near, inside0))
+  _, lo, hi, inside = jax.lax.while_loop(
+      active, lambda c: (c[0] + 1,) + march(c[0], c[1:]), (0, t_near, t_near, inside0))
   # A ray that converged from outside without crossing (|d| tiny at hi) is also a hit.
   d_hi = dist_fn(origins + hi[..., None] * dirs)
   inside = inside | (d_hi < 0)
