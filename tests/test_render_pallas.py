@@ -228,24 +228,28 @@ def _render_fn(kernel, white_back, grad):
     return jax.jit(f)
 
   def loss(planes, params, c):
-    rgb, depth, wsum = f(planes, params, c)
-    return jnp.sum(rgb * cot) + jnp.sum(depth * 0.3) + jnp.sum(wsum)
-  return jax.jit(jax.grad(loss, argnums=(0, 1)))
+    out = f(planes, params, c)
+    rgb, depth, wsum = out
+    return jnp.sum(rgb * cot) + jnp.sum(depth * 0.3) + jnp.sum(wsum), out
+  return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))
 
 
-@pytest.mark.parametrize("white_back", [False, True])
-def test_renderer_pallas_equals_xla(scene, white_back):
-  got = _render_fn("pallas", white_back, False)(*scene)
-  ref = _render_fn("xla", white_back, False)(*scene)
+def _check_renderer_outputs(got, ref):
   for name, a, r in zip(("rgb", "depth", "weights_sum"), got, ref):
     _assert_close(a, r, 2e-5, name)
   wsum = np.asarray(ref[2])
   assert wsum.max() > 0.99 and wsum.min() < 0.01, wsum[..., 0]
 
 
-def test_renderer_pallas_gradients_equal_xla(scene):
-  g_p = _render_fn("pallas", False, True)(*scene)
-  g_x = _render_fn("xla", False, True)(*scene)
+def test_renderer_pallas_equals_xla_white_background(scene):
+  _check_renderer_outputs(_render_fn("pallas", True, False)(*scene),
+                          _render_fn("xla", True, False)(*scene))
+
+
+def test_renderer_pallas_values_and_gradients_equal_xla(scene):
+  g_p, out_p = _render_fn("pallas", False, True)(*scene)
+  g_x, out_x = _render_fn("xla", False, True)(*scene)
+  _check_renderer_outputs(out_p, out_x)
   for a, r in zip(jax.tree_util.tree_leaves(g_p), jax.tree_util.tree_leaves(g_x)):
     scale = max(1.0, float(np.abs(np.asarray(r)).max()))
     np.testing.assert_allclose(np.asarray(a), np.asarray(r), atol=2e-5 * scale)
