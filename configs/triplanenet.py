@@ -1,0 +1,118 @@
+r"""TriPlaneNet (Bhattarai et al., WACV 2024, "TriPlaneNet: An Encoder for EG3D Inversion"): the pSp
+branch and the tri-plane offset branch on a frozen EG3D. Task: ``jaxinv/train/tasks/triplanenet.py``.
+
+    python -m jaxinv.train --config configs/triplanenet.py --workdir runs/triplanenet \
+        --config.generator.path=ffhqrebalanced512-128.pkl \
+        --config.data.pose_labels=FFHQ_512/dataset.json \
+        --config.losses.lpips_path=lpips_alex.npz --config.losses.arcface_path=ir_se50.npz
+    # the official v2 code's weights and symmetry term instead of the paper's:
+    python -m jaxinv.train --config configs/triplanenet.py:code ...
+    # CPU smoke run (tiny random EG3D, small encoders, no loss networks):
+    python -m jaxinv.train --config configs/triplanenet.py:runlocal --workdir /tmp/triplanenet
+
+Paper (App. A) recipe: batch 3, Ranger lr 1e-4 for each branch, the second branch switched on at
+20K steps, both trained to 500K, then the first branch frozen and the second fine-tuned to 1.5M;
+weights L2 1, LPIPS 1, ID 0.1, mirror lambda_m 0.1 with symmetry 1, LPIPS 1, ID 0.1 inside it;
+branch 2: the same with smooth-L1 in place of L2. Training pairs are generated on device by the
+frozen G at truncation 1 (no truncation) from FFHQ's camera labels and their flips
+(``data.pose_labels``; without it EG3D's Gaussian pose sampler stands in, logged), mapping
+conditioned on the render camera, instead of 100K images written to disk. ``data.real=True``
+trains on real images from ``config.data`` (jaxinv.data.train_iterator) instead.
+
+Paper vs code, each with its switch (default: the paper):
+
+1. LPIPS weights: paper 1.0 everywhere; v2 code 0.8 (``:code`` sets ``losses.lpips_*=0.8``).
+2. Symmetry term (eq. 15): paper ``mean(l / sigma)``; v2 code ``mean(l / (sigma + 1))``
+   (``losses.symmetry_eps=1``), optionally normalised per sample by ``mean(1 / (sigma + 1))``
+   (``losses.normalize_mirror``). ``sigma`` is the unsup3d confidence map in both; no such
+   network exists here, so ``sigma = 1`` everywhere (plain symmetry; with the code's ``eps = 1``
+   this halves the term, which ``normalize_mirror=True`` undoes).
+3. Eq. 8 sums the branch losses; the code stops gradients from the branch-2 loss into phi
+   (``requires_grad_(False)``) and steps two optimizers; we follow the code (RECIPES 2.7.1):
+   branch 2 sees ``stop_gradient(w+)`` and detached first-pass renders.
+4. Offset-encoder input: paper / v2 code ``[y_hat, x - y_hat, x_m - y_hat_m]`` (9 channels,
+   ``model.offset_input='paper'``); the released v1 model ``[y_hat, x - y_hat]`` (6, ``'v1'``, the
+   form ``jaxinv.inversion.triplanenet`` runs). The decoder's skip of the first-branch tri-plane
+   features ``G(w)`` is not implemented (the v1 U-Net has none either).
+5. The v2 code's image discriminator is not in the paper: off by default
+   (``discriminator.enabled``); when on, a StyleGAN2-resnet D on the offset render from
+   ``discriminator.start`` (600K), adversarial weight 0.005, R1 gamma 10 every 16 steps, Adam 1e-4,
+   the code's halved D loss (``discriminator.halve_loss``). Randomly initialised here (the code
+   starts it from EG3D's D checkpoint).
+6. The IR-SE-50 trunks start from random weights here (the paper starts both from face
+   recognition weights); ``init_from`` can start from another run's params.
+
+``runlocal``: tiny random EG3D (``jaxinv.models.eg3d.tiny_eg3d``, neural rendering at 16), small
+encoders (``model.size='small'``: a pooled IR-SE pSp stand-in and ``SmallOffsetEncoder``), losses
+at 64 px, batch 1, 50 steps with branch 2 on at 10 and branch 1 frozen at 40, higher lr; LPIPS
+and ID are switched off with a logged notice (no weight files).
+"""
+import ml_collections
+
+from jaxinv.train.config import base_config
+
+
+def _parse(arg):
+  out = {}
+  for part in filter(None, (arg or "").split(",")):
+    k, _, v = part.partition("=")
+    out[k.strip()] = v.strip() if v else True
+  unknown = set(out) - {"runlocal", "code"}
+  if unknown:
+    raise ValueError(f"configs/triplanenet.py: unknown args {sorted(unknown)}; use [runlocal][,code]")
+  return out
+
+
+def get_config(arg=None):
+  args = _parse(arg)
+  c = base_config("triplanenet", total_steps=1_500_000, batch_size=3, seed=0, log_every=100,
+                  checkpoint_every=10_000, preview_every=5000)
+  c.runlocal = bool(args.get("runlocal", False))
+  c.generator = ml_collections.ConfigDict(dict(path="", tiny_seed=0, neural_rendering_resolution=0))
+  c.model = ml_collections.ConfigDict(dict(size="release", offset_input="paper",
+                                           small_widths=(16, 32)))
+  c.data = ml_collections.ConfigDict(dict(real=False, path="", pose_labels=""))
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      truncation_psi=1.0, flip_prob=0.5, yaw_std=0.25, pitch_std=0.12, conditioning="render",
+      random_render=True))
+  c.schedule = ml_collections.ConfigDict(dict(add_triplanenet=20_000, stop_psp=500_000))
+  c.losses = ml_collections.ConfigDict(dict(
+      l2_psp=1.0, lpips_psp=1.0, id_psp=0.1,
+      smooth_l1_triplane=1.0, lpips_triplane=1.0, id_triplane=0.1,
+      mirror=0.1,
+      symmetry_psp=1.0, lpips_psp_mirror=1.0, id_psp_mirror=0.1,
+      symmetry_triplane=1.0, lpips_triplane_mirror=1.0, id_triplane_mirror=0.1,
+      symmetry_eps=1e-7, normalize_mirror=False,
+      loss_resolution=256, lpips_path="", lpips_net="alex", arcface_path="", id_crop="psp"))
+  c.discriminator = ml_collections.ConfigDict(dict(
+      enabled=False, start=600_000, adv_lambda=0.005, r1_gamma=10.0, r1_every=16, halve_loss=True,
+      channel_base=32768, channel_max=512, mbstd_group_size=4))
+  c.optim = ml_collections.ConfigDict(dict(
+      psp=dict(name="ranger", lr=1e-4), triplane=dict(name="ranger", lr=1e-4),
+      discriminator=dict(name="adam", lr=1e-4)))
+
+  if args.get("code"):
+    for k in ("lpips_psp", "lpips_triplane", "lpips_psp_mirror", "lpips_triplane_mirror"):
+      c.losses[k] = 0.8
+    c.losses.symmetry_eps = 1.0
+
+  if c.runlocal:
+    c.total_steps = 50
+    c.batch_size = 1
+    c.log_every = 1
+    c.checkpoint_every = 10
+    c.keep_checkpoints = 10
+    c.preview_every = 0
+    c.generator.neural_rendering_resolution = 16
+    c.model.size = "small"
+    c.losses.loss_resolution = 64
+    c.schedule.add_triplanenet = 10
+    c.schedule.stop_psp = 40
+    c.discriminator.start = 20
+    c.discriminator.r1_every = 4
+    c.discriminator.channel_base = 256
+    c.discriminator.channel_max = 32
+    c.optim.psp.lr = 1e-3
+    c.optim.triplane.lr = 1e-3
+    c.optim.discriminator.lr = 1e-3
+  return c

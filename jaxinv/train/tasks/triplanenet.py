@@ -1,0 +1,386 @@
+"""TriPlaneNet training (Bhattarai et al., WACV 2024): the pSp branch and the tri-plane offset branch.
+
+Config: ``configs/triplanenet.py`` (its docstring lists the paper/code differences and switches).
+
+Two param groups, two phases per step (in this order, as the official v2 coach):
+
+* ``psp`` (branch 1, phi): ``w+ = phi(x) + w_avg``; ``y_hat = R(G(w+), c)``, ``y_hat_m = R(G(w+), c_m)``;
+  eq. 11 with the L2 pixel term (``jaxinv.losses.triplanenet.branch_loss``). Active while
+  ``step < schedule.stop_psp``; after that the phase is skipped (``lax.cond``) and its optimizer
+  makes zero updates (the first branch is frozen).
+* ``triplane`` (branch 2, psi): ``w+`` and the first-pass renders are ``stop_gradient``-ed (the
+  code's ``requires_grad_(False)`` on phi: no gradient from this loss reaches phi),
+  ``dT = psi([y_hat, x - y_hat, x_m - y_hat_m])``, ``y = R(G(w+) + dT, c)``, ``y_m`` at ``c_m``;
+  eq. 11 with smooth-L1. Updated only from ``step >= schedule.add_triplanenet`` (zero updates
+  before; its forward still runs so ``tri_pixel``, the final reconstruction error, is always
+  logged).
+* optional image discriminator (v2 code only): ``discriminator`` group, a StyleGAN2-resnet D
+  (``jaxinv.models.stylegan2_discriminator``) on the offset branch's render, non-saturating
+  loss, lazy R1; the adversarial term joins branch 2 from ``discriminator.start``.
+
+Metrics (unweighted): ``psp_{pixel,lpips,id,symmetry,lpips_mirror,id_mirror}``,
+``tri_{...}`` (same names), ``psp_active``, ``tri_active``; with D: ``tri_adv``, ``d_loss``, ``d_r1``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxinv.data import synthetic
+from jaxinv.inversion.triplanenet import synthesize_planes
+from jaxinv.losses import adversarial
+from jaxinv.losses.triplanenet import BranchWeights, branch_loss
+from jaxinv.models.eg3d import tiny_eg3d
+from jaxinv.ops.pooling import adaptive_avg_pool2d
+from jaxinv.train.optimizers import make_optimizer
+from jaxinv.train.tasks.base import Phase, Task, TaskInit
+
+log = logging.getLogger(__name__)
+
+MIRROR = "x_m"
+
+
+# ------------------------------------------------------------------ helpers shared with nerf3de.py
+
+def get(cfg, name, default=None):
+  try:
+    return cfg[name]
+  except (KeyError, AttributeError):
+    return default
+
+
+def runlocal(config) -> bool:
+  return bool(get(config, "runlocal", False))
+
+
+def load_generator(config):
+  """The frozen EG3D generator: ``config.generator.path`` or (runlocal) a tiny random one."""
+  g = config.generator
+  overrides = {}
+  if get(g, "neural_rendering_resolution"):
+    overrides["neural_rendering_resolution"] = int(g.neural_rendering_resolution)
+  if get(g, "path"):
+    from jaxinv.convert import eg3d as eg3d_convert
+    if not os.path.exists(g.path):
+      raise FileNotFoundError(f"config.generator.path: no such file {g.path!r}")
+    return eg3d_convert.load(g.path, **overrides)
+  if not runlocal(config):
+    raise FileNotFoundError("config.generator.path is empty: name an EG3D checkpoint (.pkl / "
+                            ".npz), or use the runlocal config (tiny random generator)")
+  log.warning("runlocal: a tiny random-init EG3D generator stands in for the real one")
+  G = tiny_eg3d(int(get(g, "tiny_seed", 0)), **overrides)
+  # Host copies, as a loaded checkpoint gives: the jitted init may hand out one buffer for
+  # several equal leaves, which the donated train step must never see twice.
+  return type(G)(G.config, jax.tree_util.tree_map(np.asarray, G.params))
+
+
+def load_loss_nets(config, terms=(("lpips", "lpips_path"), ("id", "arcface_path"))) -> dict:
+  """Frozen LPIPS / ArcFace variables. A term without its weight file is switched off with a
+  logged notice under ``runlocal`` and is an error otherwise (unless its weights are all 0)."""
+  lc = config.losses
+  nets = {}
+  for term, field in terms:
+    path = get(lc, field, "")
+    weights = [float(v) for k, v in lc.items() if k == term or k.startswith(term + "_")
+               and not k.endswith(("_path", "_net", "_crop"))]
+    if not any(weights):
+      continue
+    if not path:
+      if not runlocal(config):
+        raise FileNotFoundError(f"config.losses.{field} is empty but the {term} terms have "
+                                "non-zero weights: name the converted weights (or set them to 0)")
+      log.warning("runlocal: no config.losses.%s, the %s terms are off", field, term)
+      continue
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.losses.{field}: no such file {path!r}")
+    if term == "lpips":
+      from jaxinv.convert.lpips import load_native_lpips
+      net, variables = load_native_lpips(path)
+      if net != get(lc, "lpips_net", "alex"):
+        raise ValueError(f"config.losses.lpips_path holds LPIPS-{net}, losses.lpips_net is "
+                         f"{lc.lpips_net!r}")
+      nets["lpips"] = variables
+    else:
+      from jaxinv.convert.irse import load_native_arcface
+      nets["arcface"] = load_native_arcface(path)[1]
+  return nets
+
+
+def perceptual_fns(config, frozen):
+  """``(lpips_fn, id_fn)`` of ``(pred, target) -> scalar`` reading the nets from ``frozen``."""
+  from jaxinv.losses import arcface, lpips
+  lc = config.losses
+  lpips_fn = id_fn = None
+  if "lpips" in frozen["nets"]:
+    net = get(lc, "lpips_net", "alex")
+    lpips_fn = lambda a, b: lpips.lpips_loss(frozen["nets"]["lpips"], a, b, net)
+  if "arcface" in frozen["nets"]:
+    crop = get(lc, "id_crop", "psp")
+    id_fn = lambda a, b: arcface.id_loss(frozen["nets"]["arcface"], a, b, crop)
+  return lpips_fn, id_fn
+
+
+def pool(image, size: int):
+  """Average-pool renders to the loss / encoder resolution (TriPlaneNet: 256)."""
+  if image.shape[1:3] == (size, size):
+    return image
+  return adaptive_avg_pool2d(image, (size, size))
+
+
+def pose_labels(config):
+  """FFHQ camera labels ``[N, 25]`` from ``config.data.pose_labels`` (a ``dataset.json``), or None."""
+  path = get(config.data, "pose_labels", "")
+  if not path:
+    return None
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.data.pose_labels: no such file {path!r}")
+  with open(path) as f:
+    labels = json.load(f)["labels"]
+  return np.asarray([l for _, l in labels], np.float32)
+
+
+def pose_distribution(config, labels):
+  sc = config.data.synthetic
+  if labels is not None:
+    return synthetic.PoseDistribution.labels(flip_prob=float(sc.flip_prob))
+  if not runlocal(config):
+    log.warning("config.data.pose_labels is empty: cameras from EG3D's Gaussian FFHQ-like "
+                "sampler instead of FFHQ's labels")
+  return synthetic.PoseDistribution(yaw_std=float(sc.yaw_std), pitch_std=float(sc.pitch_std),
+                                    flip_prob=float(sc.flip_prob))
+
+
+def w_avg_of(G, num: int = 1):
+  """``G``'s average latent ``[num_ws, w_dim]`` (the mapping with ``psi = 0`` returns it)."""
+  z = jnp.zeros((num, G.z_dim), jnp.float32)
+  return G.mapping(z, synthetic.canonical_cameras(num), truncation_psi=0.0)[0]
+
+
+def gated(inner: optax.GradientTransformation, start: int = 0, stop: int | None = None):
+  """``inner`` active only for update calls ``start <= n < stop`` (``n`` counts calls = steps).
+
+  Outside the window the updates are zero and ``inner``'s state is left as it was, so a frozen
+  group's parameters stay bit-identical (momentum does not keep moving them).
+  """
+  stop = np.iinfo(np.int32).max if stop is None else int(stop)
+
+  def init(params):
+    return {"count": jnp.zeros((), jnp.int32), "inner": inner.init(params)}
+
+  def update(grads, state, params=None):
+    n = state["count"]
+    active = (n >= start) & (n < stop)
+    upd, new_inner = inner.update(grads, state["inner"], params)
+    upd = jax.tree_util.tree_map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), upd)
+    new_inner = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), new_inner,
+                                       state["inner"])
+    return upd, {"count": n + 1, "inner": new_inner}
+
+  return optax.GradientTransformation(init, update)
+
+
+def skip_unless(active, fn, *args):
+  """``lax.cond(active, fn, zeros-like-fn)``: run ``fn(*args) -> (loss, metrics)`` only when active."""
+  shapes = jax.eval_shape(fn, *args)
+  zeros = lambda *_: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  return jax.lax.cond(active, fn, zeros, *args)
+
+
+def split_variables(variables):
+  """linen variables -> (trainable ``params``, constant rest e.g. inference BatchNorm stats)."""
+  variables = dict(variables)
+  return variables.pop("params"), variables
+
+
+# ------------------------------------------------------------------------------------ models
+
+def _models(config, G):
+  from jaxinv.models.encoders.nerf3de import NeRF3DEConfig, PooledEncoder
+  from jaxinv.models.encoders.psp import GradualStyleEncoder
+  from jaxinv.models.encoders.triplanenet import TriPlaneEncoder
+  from jaxinv.models.encoders.triplanenet_small import SmallOffsetEncoder
+  m = config.model
+  in_ch = {"paper": 9, "v1": 6}[m.offset_input]
+  size = int(config.losses.loss_resolution)
+  if m.size == "small":
+    ncfg = NeRF3DEConfig(num_ws=G.num_ws, input_size=size, backbone="small",
+                         small_widths=tuple(m.small_widths), small_stem=int(m.small_widths[0]))
+    psp = PooledEncoder(ncfg._small_units(), ncfg.small_stem, G.num_ws, 512, 3)
+    tri = SmallOffsetEncoder(in_ch, int(m.small_widths[0]), G.planes_resolution
+                             if hasattr(G, "planes_resolution") else 256)
+  elif m.size == "release":
+    if size != 256:
+      raise ValueError(f"model.size='release' needs losses.loss_resolution=256, got {size}")
+    psp = GradualStyleEncoder(n_styles=G.num_ws, in_ch=3)
+    tri = TriPlaneEncoder(in_ch=in_ch)
+  else:
+    raise ValueError(f"model.size must be 'release' or 'small', got {m.size!r}")
+  return psp, tri, in_ch, size
+
+
+# --------------------------------------------------------------------------------- the task
+
+def _weights(lc, prefix: str, pixel_key: str) -> BranchWeights:
+  return BranchWeights(pixel=float(lc[pixel_key]), lpips=float(lc[f"lpips_{prefix}"]),
+                       id=float(lc[f"id_{prefix}"]), mirror=float(lc.mirror),
+                       symmetry=float(lc[f"symmetry_{prefix}"]),
+                       lpips_mirror=float(lc[f"lpips_{prefix}_mirror"]),
+                       id_mirror=float(lc[f"id_{prefix}_mirror"]))
+
+
+def build(config) -> Task:
+  G0 = load_generator(config)
+  labels = pose_labels(config)
+  nets = load_loss_nets(config)
+  psp_model, tri_model, in_ch, size = _models(config, G0)
+  lc, sched = config.losses, config.schedule
+  add_tri, stop_psp = int(sched.add_triplanenet), int(sched.stop_psp)
+  if stop_psp < add_tri:
+    raise ValueError(f"schedule.stop_psp ({stop_psp}) must be >= schedule.add_triplanenet "
+                     f"({add_tri}), as the official coach asserts")
+  w_psp, w_tri = _weights(lc, "psp", "l2_psp"), _weights(lc, "triplane", "smooth_l1_triplane")
+  sym = dict(symmetry_eps=float(lc.symmetry_eps), normalize_symmetry=bool(lc.normalize_mirror))
+  batch_size = int(config.batch_size)
+  syn_cfg = synthetic.SyntheticConfig(
+      poses=pose_distribution(config, labels), truncation_psi=float(config.data.synthetic.truncation_psi),
+      conditioning=str(config.data.synthetic.conditioning),
+      random_render=bool(config.data.synthetic.random_render))
+  real = bool(get(config.data, "real", False))
+  dcfg = config.discriminator
+  use_d = bool(dcfg.enabled)
+
+  def init(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    psp_p, psp_c = split_variables(psp_model.init(k1, jnp.zeros((1, size, size, 3))))
+    tri_p, tri_c = split_variables(tri_model.init(k2, jnp.zeros((1, size, size, in_ch))))
+    params = {"psp": psp_p, "triplane": tri_p}
+    frozen = {"G": G0, "nets": nets, "w_avg": w_avg_of(G0),
+              "consts": {"psp": psp_c, "triplane": tri_c}}
+    if labels is not None:
+      frozen["labels"] = jnp.asarray(labels)
+    if use_d:
+      from jaxinv.models import stylegan2_discriminator as sd
+      d_model = sd.from_config(dcfg, size)
+      params["discriminator"] = d_model.init(k3, jnp.zeros((1, size, size, 3)))["params"]
+    return TaskInit(params, {}, frozen)
+
+  def make_batch(frozen, key, step, host_batch):
+    if real:
+      x, c = pool(host_batch["image"], size), host_batch["c"]
+    else:
+      out = synthetic.generate(frozen["G"], key, batch_size, syn_cfg, labels=frozen.get("labels"))
+      x, c = pool(out["image"], size), out["c"]
+    x = jax.lax.stop_gradient(x)
+    return {"x": x, "c": c, MIRROR: synthetic.flip_images(x), "c_m": synthetic.flip_yaw(c)}
+
+  def encode(params, frozen, x):
+    v = {"params": params["psp"], **frozen["consts"]["psp"]}
+    return psp_model.apply(v, x) + frozen["w_avg"]
+
+  def render(G, ws, c, key):
+    return pool(G.synthesis(ws, c, key=key)["image"], size)
+
+  def psp_loss(params, model_state, frozen, batch, key, step):
+    lpips_fn, id_fn = perceptual_fns(config, frozen)
+
+    def run(params, batch, key):
+      G = frozen["G"]
+      k1, k2 = jax.random.split(key)
+      ws = encode(params, frozen, batch["x"])
+      y = render(G, ws, batch["c"], k1)
+      y_m = render(G, ws, batch["c_m"], k2) if w_psp.mirror else None
+      total, terms = branch_loss(batch["x"], y, batch[MIRROR], y_m, None, weights=w_psp,
+                                 pixel="l2", lpips_fn=lpips_fn, id_fn=id_fn, **sym)
+      return total, {f"psp_{k}": v for k, v in terms.items()}
+
+    active = step < stop_psp
+    total, metrics = skip_unless(active, run, params, batch, key)
+    metrics["psp_active"] = active.astype(jnp.float32)
+    return total, {"metrics": metrics}
+
+  def triplane_forward(params, frozen, batch, key):
+    G = frozen["G"]
+    k0, k1, k2, k3 = jax.random.split(key, 4)
+    x, xm = batch["x"], batch[MIRROR]
+    ws = jax.lax.stop_gradient(encode(params, frozen, x))   # phi gets no gradient from L_psi
+    y0 = jax.lax.stop_gradient(render(G, ws, batch["c"], k0))
+    parts = [y0, x - y0]
+    if in_ch == 9:
+      y0_m = jax.lax.stop_gradient(render(G, ws, batch["c_m"], k1))
+      parts.append(xm - y0_m)
+    v = {"params": params["triplane"], **frozen["consts"]["triplane"]}
+    offsets = tri_model.apply(v, jnp.concatenate(parts, axis=-1))
+    planes = jax.lax.stop_gradient(G.planes(ws)) + offsets
+    y = pool(synthesize_planes(G, ws, batch["c"], planes, key=k2)["image"], size)
+    y_m = None
+    if w_tri.mirror:
+      y_m = pool(synthesize_planes(G, ws, batch["c_m"], planes, key=k3)["image"], size)
+    return y, y_m
+
+  def triplane_loss(params, model_state, frozen, batch, key, step):
+    lpips_fn, id_fn = perceptual_fns(config, frozen)
+    k_fwd, k_d = jax.random.split(key)
+    y, y_m = triplane_forward(params, frozen, batch, k_fwd)
+    total, terms = branch_loss(batch["x"], y, batch[MIRROR], y_m, None, weights=w_tri,
+                               pixel="smooth_l1", lpips_fn=lpips_fn, id_fn=id_fn, **sym)
+    metrics = {f"tri_{k}": v for k, v in terms.items()}
+    if use_d:
+      from jaxinv.models import stylegan2_discriminator as sd
+      d_model = sd.from_config(dcfg, size)
+      adv = adversarial.g_nonsaturating_loss(d_model.apply({"params": params["discriminator"]}, y))
+      on = (step >= int(dcfg.start)).astype(jnp.float32)
+      metrics["tri_adv"] = adv
+      total = total + on * float(dcfg.adv_lambda) * adv
+    metrics["tri_active"] = (step >= add_tri).astype(jnp.float32)
+    return total, {"metrics": metrics}
+
+  phases = [Phase("psp", psp_loss), Phase("triplane", triplane_loss)]
+  oc = config.optim
+  optimizers = {"psp": gated(make_optimizer(oc.psp), 0, stop_psp),
+                "triplane": gated(make_optimizer(oc.triplane), add_tri)}
+
+  if use_d:
+    from jaxinv.models import stylegan2_discriminator as sd
+    d_model = sd.from_config(dcfg, size)
+    d_start = int(dcfg.start)
+
+    def d_apply(params, img):
+      return d_model.apply({"params": params}, img)
+
+    def d_loss(params, model_state, frozen, batch, key, step):
+      y, _ = triplane_forward(params, frozen, batch, key)
+      y = jax.lax.stop_gradient(y)
+      loss = adversarial.d_logistic_loss(d_apply(params["discriminator"], batch["x"]),
+                                         d_apply(params["discriminator"], y))
+      if bool(dcfg.halve_loss):   # the v2 code's (softplus(-real) + softplus(fake)) / 2
+        loss = loss / 2
+      on = (step >= d_start).astype(jnp.float32)
+      return on * loss, {"metrics": {"d_loss": loss}}
+
+    def d_r1(params, model_state, frozen, batch, key, step):
+      r1 = adversarial.r1_penalty(lambda im: d_apply(params["discriminator"], im), batch["x"])
+      # lazy regularisation: gamma / 2 * R1 * interval (StyleGAN2 / the v2 code)
+      on = (step >= d_start).astype(jnp.float32)
+      return on * float(dcfg.r1_gamma) / 2 * r1 * int(dcfg.r1_every), {"metrics": {"d_r1": r1}}
+
+    phases += [Phase("discriminator", d_loss, name="disc"),
+               Phase("discriminator", d_r1, every=int(dcfg.r1_every), name="disc_r1")]
+    # The D's two phases share one optimizer state, so it is not gated by a call count: before
+    # ``discriminator.start`` its losses are multiplied by 0 (zero gradients, Adam moves nothing).
+    optimizers["discriminator"] = make_optimizer(oc.discriminator)
+
+  def preview(params, model_state, frozen, batch):
+    y, y_m = triplane_forward(params, frozen, batch, jax.random.PRNGKey(0))
+    out = {"input": batch["x"], "triplanenet": y}
+    if y_m is not None:
+      out["mirror_view"] = y_m
+    return out
+
+  return Task(name="triplanenet", init=init, phases=tuple(phases), optimizers=optimizers,
+              make_batch=make_batch, needs_real_data=real, preview=preview,
+              in_domain_metric="tri_pixel")
