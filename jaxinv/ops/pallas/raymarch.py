@@ -32,6 +32,10 @@ and the two small matmuls have every dimension >= 16 (``tl.dot``'s rule); channe
 sample counts are zero-padded accordingly, which changes no sum. ``interpret=True`` runs the same
 kernel anywhere (CPU tests).
 
+Sharding: the call is wrapped in ``custom_partitioning`` over the batch, so under a sharded ``jit``
+every device marches its own images (XLA would otherwise gather a ``pallas_call``'s inputs and run
+the whole batch on each device); under ``shard_map`` it runs per shard as it is.
+
 Backward (``jax.custom_vjp``): recomputation through ``march_reference`` (``jax.vjp`` of the pure
 function), so the gradients to the planes (the scatter-add of the bilinear weights), the decoder
 weights, the ray origins/directions and the depths are *by construction* those of autodiff through
