@@ -2,6 +2,8 @@
 
   python -m jaxinv.train --config configs/debug.py --workdir /tmp/debug
 """
+import ml_collections
+
 from jaxinv.train.config import base_config
 
 
@@ -13,4 +15,6 @@ def get_config(arg=None):
   c.lr = 1e-2
   c.critic_every = 2
   c.nan_at_step = -1
+  c.data = ml_collections.ConfigDict(dict(path="", format="eg3d", mirror=False, resolution=0,
+                                          shuffle=True))
   return c

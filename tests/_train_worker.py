@@ -1,7 +1,7 @@
 """Subprocess worker for tests/test_train_loop.py (run with fake CPU devices set in XLA_FLAGS).
 
-``python tests/_train_worker.py devices OUT_DIR``: the debug task for 3 steps on 1, 4 and 8
-devices (and a data=2 x fsdp=4 mesh), saving each run's params to OUT_DIR/<name>.npz, plus
+``python tests/_train_worker.py devices OUT_DIR [DATA_PATH]``: the debug task for 3 steps on 1, 4 and 8
+devices (and a data=2 x fsdp=4 mesh), reading x from the dataset DATA_PATH if given, saving each run's params to OUT_DIR/<name>.npz, plus
 checks written to OUT_DIR/checks.json (per-device batch rows, transfer guard).
 """
 import json
@@ -24,6 +24,8 @@ def debug_config(**kw):
   for k, v in kw.items():
     if k.startswith("mesh_"):
       c.mesh[k[5:]] = v
+    elif k == "data_path":
+      c.data.path = v
     else:
       c[k] = v
   return c
@@ -34,7 +36,16 @@ def flat(params):
           jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
-def devices(out):
+def write_dataset(path, n=24, size=8):
+  """A tiny EG3D-format dataset (random 8x8 images, frontal cameras)."""
+  from jaxinv.data.eg3d_dataset import write_eg3d_dataset
+  from jaxinv.data.synthetic import C_FRONT
+  rng = np.random.RandomState(0)
+  images = rng.randint(0, 255, (n, size, size, 3)).astype(np.uint8)
+  return write_eg3d_dataset(path, images, np.tile(C_FRONT, (n, 1)))
+
+
+def devices(out, data_path=""):
   import jaxinv.train as T
   from jaxinv.parallel import sharding as shd
   from jaxinv.train import state as state_lib, step as step_lib
@@ -45,7 +56,8 @@ def devices(out):
           "fsdp": dict(mesh_num_devices=8, mesh_data=2, mesh_fsdp=4, fsdp_min_size=1)}
   for name, kw in runs.items():
     wd = os.path.join(out, name)
-    T.train_and_evaluate(debug_config(total_steps=3, log_every=1, checkpoint_every=3, **kw), wd)
+    T.train_and_evaluate(debug_config(total_steps=3, log_every=1, checkpoint_every=3,
+                                      data_path=data_path, **kw), wd)
     np.savez(os.path.join(out, name + ".npz"), **flat(T.load_checkpoint(wd)["params"]))
 
   checks = {}

@@ -20,7 +20,13 @@ from jaxinv.train.loop import NonFiniteError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from _train_worker import debug_config, flat  # noqa: E402
+from _train_worker import debug_config, flat, write_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """24 random 8x8 images in EG3D format: the debug task reads x from them (host data path)."""
+  return write_dataset(str(tmp_path_factory.mktemp("data") / "ds"))
 
 
 def _env(devices=1, **extra):
@@ -50,10 +56,10 @@ def _same_params(a, b, atol=0.0):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted 20-step run (in this process)."""
+def reference(tmp_path_factory, dataset):
+  """An uninterrupted 20-step run (in this process) on real (host) data."""
   wd = str(tmp_path_factory.mktemp("ref"))
-  out = T.train_and_evaluate(debug_config(total_steps=20, checkpoint_every=5,
+  out = T.train_and_evaluate(debug_config(total_steps=20, checkpoint_every=5, data_path=dataset,
                                           tensorboard=True, preview_every=10), wd)
   return wd, out
 
@@ -77,10 +83,13 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(reference):
   assert events and events[0].stat().st_size > 0
 
 
-def test_sigkill_after_checkpoint_and_during_save_resumes_bit_identical(reference, tmp_path):
+def test_sigkill_after_checkpoint_and_during_save_resumes_bit_identical(reference, dataset,
+                                                                          tmp_path):
+  """Params, metrics and the data position (the host iterator state is checkpointed)."""
   ref_wd, _ = reference
   wd = str(tmp_path / "run")
   args = ["--config", "configs/debug.py", "--workdir", wd, "--config.total_steps=20",
+          f"--config.data.path={dataset}",
           "--config.checkpoint_every=5", "--config.progress=False", "--config.tensorboard=False",
           "--config.preview_every=10"]
   # 1) killed at step 13, after the (synchronous) checkpoint of step 10 completed.
@@ -117,9 +126,10 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def device_runs(tmp_path_factory):
+def device_runs(tmp_path_factory, dataset):
   out = tmp_path_factory.mktemp("devices")
-  r = subprocess.run([sys.executable, str(ROOT / "tests" / "_train_worker.py"), "devices", str(out)],
+  r = subprocess.run([sys.executable, str(ROOT / "tests" / "_train_worker.py"), "devices", str(out),
+                      dataset],
                      cwd=ROOT, env=_env(devices=8), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   return out
@@ -141,10 +151,12 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_equal_one_process(device_runs, tmp_path):
+def test_two_processes_equal_one_process(device_runs, dataset, tmp_path):
+  """Each process reads its own shard of the dataset; together they equal one process."""
   wd = str(tmp_path / "mp")
   port = _free_port()
   args = ["--config", "configs/debug.py", "--workdir", wd, "--config.total_steps=3",
+          f"--config.data.path={dataset}",
           "--config.log_every=1", "--config.checkpoint_every=3", "--config.progress=False",
           "--config.tensorboard=False", "--config.checkpoint_async=False",
           "--coordinator_address", f"localhost:{port}", "--num_processes", "2"]

@@ -173,6 +173,10 @@ def host_batch_to_global(tree, mesh: Mesh, global_batch: int):
 
   def put(x):
     x = np.asarray(x)
+    if x.dtype == np.int64 and not jax.config.jax_enable_x64:
+      x = x.astype(np.int32)
+    elif x.dtype == np.float64 and not jax.config.jax_enable_x64:
+      x = x.astype(np.float32)
     if x.ndim == 0:
       return jax.make_array_from_process_local_data(replicated(mesh), x, ())
     if x.shape[0] * nproc != global_batch:

@@ -69,7 +69,7 @@ def make_step_fn(task: Task, mesh: Mesh | None = None, global_batch: int | None 
         new_ms = _cast_like(aux.get("model_state", model_state), model_state)
         m = {k: jnp.asarray(v, jnp.float32) for k, v in metrics_of(aux).items()}
         m[f"loss_{phase.label}"] = jnp.asarray(loss, jnp.float32)
-        m[f"grad_norm_{phase.label}"] = optax.tree_utils.tree_l2_norm(grads)
+        m[f"grad_norm_{phase.label}"] = optax.tree.norm(grads)
         return ({**params, phase.group: new_params}, {**opt_state, phase.group: new_opt},
                 new_ms), m
 

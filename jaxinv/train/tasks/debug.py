@@ -5,8 +5,11 @@ Regression of ``y = tanh(x @ A) @ B`` (fixed random ``A``, ``B`` in ``frozen``) 
 BatchNorm-style running mean of its hidden activations in ``model_state``; a second group
 ``critic`` (a scalar that tracks the mean loss) is updated by a lazy phase every
 ``config.critic_every`` steps. ``config.nan_at_step`` (default -1: never) multiplies the loss by
-NaN from that step on, to test the NaN/Inf guard. Config fields (besides the required ones):
-``width`` (16), ``dim`` (8), ``lr`` (1e-2), ``critic_every`` (2), ``nan_at_step`` (-1).
+NaN from that step on, to test the NaN/Inf guard. With ``config.data.path`` set (an EG3D
+dataset), ``x`` is read from the real images instead (their first ``dim`` pixel values), so the
+host data path and its checkpointed position are exercised too. Config fields (besides the
+required ones): ``width`` (16), ``dim`` (8), ``lr`` (1e-2), ``critic_every`` (2),
+``nan_at_step`` (-1), ``data.path`` ("").
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ def build(config) -> Task:
   critic_every = int(config.get("critic_every", 2))
   nan_at = int(config.get("nan_at_step", -1))
   batch_size = int(config.batch_size)
+  data = config.get("data", None)
+  real = bool(data is not None and data.get("path", ""))
 
   def init(key):
     ka, kb, k1, k2 = jax.random.split(key, 4)
@@ -35,7 +40,10 @@ def build(config) -> Task:
                     model_state=dict(hidden_mean=jnp.zeros((width,))), frozen=frozen)
 
   def make_batch(frozen, key, step, host_batch):
-    x = jax.random.normal(key, (batch_size, dim))
+    if host_batch is not None:
+      x = 3.0 * host_batch["image"].reshape(batch_size, -1)[:, :dim]
+    else:
+      x = jax.random.normal(key, (batch_size, dim))
     return dict(x=x, y=jnp.tanh(x @ frozen["A"]) @ frozen["B"])
 
   def predict(net, x):
@@ -64,4 +72,5 @@ def build(config) -> Task:
               phases=(Phase("net", net_loss), Phase("critic", critic_loss, every=critic_every)),
               optimizers=dict(net=make_optimizer(dict(name="adam", lr=lr)),
                               critic=make_optimizer(dict(name="adam", lr=lr))),
-              make_batch=make_batch, preview=preview, in_domain_metric="mse")
+              make_batch=make_batch, preview=preview, in_domain_metric="mse",
+              needs_real_data=real)
