@@ -63,6 +63,21 @@ def eg3d_fixture(name: str):
   return cfg, sd, stages
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_memory_after_module():
+  """Keeps one pytest process's memory flat across the suite: after each test module, drop every
+  compiled executable (jax's caches grow with each new shape/config and are never evicted) and
+  the full-size fixture weights cached above. ``tiny_eg3d``'s parameters stay cached (small)."""
+  yield
+  import gc
+  import sys
+  if "jax" in sys.modules:
+    sys.modules["jax"].clear_caches()
+  encoder_fixture.cache_clear()
+  eg3d_fixture.cache_clear()
+  gc.collect()
+
+
 def nchw_to_nhwc(a):
   a = np.asarray(a)
   return np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a

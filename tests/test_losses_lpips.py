@@ -101,14 +101,14 @@ def test_published_file_layout_converts_like_module_dict():
 
 
 def test_files_roundtrip_through_torchfile(tmp_path):
-  """The .pth readers: write the published layouts with torch when available."""
-  torch = pytest.importorskip("torch")
+  """The .pth readers: the published layouts written in torch's zip format (no torch needed)."""
+  from jaxinv.convert.torchfile import save_state_dict
   rng = np.random.default_rng(0)
   trunk = _fake_torchvision("alex", rng)
   lins = {f"lin{k}.model.1.weight": rng.standard_normal((1, c, 1, 1)).astype(np.float32)
           for k, c in enumerate(lp.tap_channels("alex"))}
-  torch.save({k: torch.from_numpy(a) for k, a in trunk.items()}, tmp_path / "alexnet-owt.pth")
-  torch.save({k: torch.from_numpy(a) for k, a in lins.items()}, tmp_path / "alex.pth")
+  save_state_dict(tmp_path / "alexnet-owt.pth", trunk)
+  save_state_dict(tmp_path / "alex.pth", lins)
   v = clp.convert_files(tmp_path / "alexnet-owt.pth", tmp_path / "alex.pth", "alex")
   np.testing.assert_array_equal(v["params"]["lin2"], lins["lin2.model.1.weight"].reshape(-1))
   np.testing.assert_array_equal(v["params"]["trunk"]["features_3"]["kernel"],
@@ -139,14 +139,14 @@ def test_bad_input_and_wrong_checkpoints():
 
 
 def test_cli_converts_published_files(tmp_path):
-  torch = pytest.importorskip("torch")
   from jaxinv.cli import main
+  from jaxinv.convert.torchfile import save_state_dict
   rng = np.random.default_rng(0)
   trunk = _fake_torchvision("alex", rng)
   lins = {f"lin{k}.model.1.weight": rng.standard_normal((1, c, 1, 1)).astype(np.float32)
           for k, c in enumerate(lp.tap_channels("alex"))}
-  torch.save({k: torch.from_numpy(a) for k, a in trunk.items()}, tmp_path / "alexnet-owt.pth")
-  torch.save({k: torch.from_numpy(a) for k, a in lins.items()}, tmp_path / "alex.pth")
+  save_state_dict(tmp_path / "alexnet-owt.pth", trunk)
+  save_state_dict(tmp_path / "alex.pth", lins)
   out = tmp_path / "lpips_alex.npz"
   rc = main(["convert", "lpips-alex", str(tmp_path / "alexnet-owt.pth"), str(out),
              "--heads", str(tmp_path / "alex.pth")])
@@ -155,7 +155,9 @@ def test_cli_converts_published_files(tmp_path):
   assert net == "alex"
   np.testing.assert_array_equal(v["params"]["lin4"], lins["lin4.model.1.weight"].reshape(-1))
   # A VGG trunk passed as alex is refused with a message, not a traceback.
-  torch.save({k: torch.from_numpy(a) for k, a in _fake_torchvision("vgg", rng).items()},
-             tmp_path / "vgg16.pth")
-  assert main(["convert", "lpips-alex", str(tmp_path / "vgg16.pth"), str(out),
+  save_state_dict(tmp_path / "vgg16.pth", _fake_torchvision("vgg", rng))
+  assert main(["convert", "lpips-alex", str(tmp_path / "vgg16.pth"), str(tmp_path / "o2.npz"),
+               "--heads", str(tmp_path / "alex.pth")]) == 1
+  # an existing output is never replaced without --overwrite
+  assert main(["convert", "lpips-alex", str(tmp_path / "alexnet-owt.pth"), str(out),
                "--heads", str(tmp_path / "alex.pth")]) == 1

@@ -3,8 +3,8 @@
 Parity: the reference (the `mtcnn` 1.0.0 package on TensorFlow, EG3D's detector) is not installed
 in the test environment, so its boxes, scores and landmarks were recorded once into
 ``tests/preprocess_data/mtcnn_reference.json`` by ``tests/preprocess_data/record_mtcnn_reference.py``
-(its docstring has the commands). When the reference *is* importable with TensorFlow, it is run
-live as well. Measured difference on the recorded images: at most 0.0017 px (boxes and
+(its docstring has the commands); the tests compare against that recording only, so they run
+(and can fail) in CI without TensorFlow. Measured difference on the recorded images: at most 0.0017 px (boxes and
 landmarks), 4e-7 in confidence.
 """
 import functools
@@ -119,16 +119,3 @@ def test_parity_with_recorded_reference(name):
   np.testing.assert_allclose(d.boxes, np.array(ref["boxes"]), atol=0.01)
   np.testing.assert_allclose(d.landmarks, lm, atol=0.01)
   np.testing.assert_allclose(d.scores, np.array(ref["scores"]), atol=1e-4)
-
-
-def test_parity_live_if_reference_importable():
-  try:
-    import tensorflow  # noqa: F401
-    from mtcnn import MTCNN
-  except Exception:
-    pytest.skip("reference MTCNN (mtcnn + tensorflow) not importable; recorded numbers are used")
-  img = _images()["astronaut"]
-  r = np.asarray(MTCNN().detect_faces(img, output_type="numpy", box_format="xyxy"))
-  d = mtcnn.detect_faces(img)
-  np.testing.assert_allclose(d.boxes, r[:, 1:5], atol=0.01)
-  np.testing.assert_allclose(d.landmarks[..., 0], r[:, 6:11], atol=0.01)

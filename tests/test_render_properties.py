@@ -124,7 +124,7 @@ def test_ray_box_limits_hit_the_cube():
   assert np.all(np.abs(np.asarray(p_in)) <= 0.5 + 1e-3) and np.all(np.abs(np.asarray(p_out)) <= 0.5 + 1e-3)
 
 
-def test_render_shapes_jit_equals_eager_and_chunking_is_exact():
+def test_render_shapes_jit_equals_eager_and_chunking_is_exact_to_ulps():
   planes, params = _scene()
   c = camera.Camera.look_at([0.2, -0.3], [0.1, 0.0]).label
   planes = jnp.concatenate([planes, planes[:, ::-1]], axis=0)
@@ -134,9 +134,11 @@ def test_render_shapes_jit_equals_eager_and_chunking_is_exact():
   chunked = _jit_render()(planes, params, c, ray_chunk=16)
   # jit may fuse (FMA) differently from op-by-op eager; the dense test scene amplifies 1-ulp
   # differences in sample positions to ~1e-5.
+  # Chunking runs the same ops on fewer rays at a time; only XLA's tiling differs, so compiled
+  # chunked == compiled unchunked to a few float32 ulps (measured 4.8e-7 on values up to 3.3).
   for a, b, cc in zip(eager, jitted, chunked):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(b), np.asarray(cc), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(cc), rtol=1e-6, atol=2e-6)
   wsum = np.asarray(eager[2])
   assert wsum.min() < 0.5 < wsum.max() <= 1 + 1e-6  # the scene has empty and opaque rays
 

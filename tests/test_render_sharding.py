@@ -20,6 +20,19 @@ import functools, numpy as np, jax, jax.numpy as jnp
 assert jax.device_count() == 8, jax.devices()
 from jaxinv.parallel import sharding
 mesh = sharding.make_mesh()
+
+def assert_batch_sharded(m, full):
+  # each of the 8 devices holds exactly its own image of the batch (a replicated array would
+  # also span 8 devices, but every shard would hold the whole batch)
+  assert len(m.sharding.device_set) == 8, m.sharding
+  full = np.asarray(full)
+  rows = []
+  for shard in m.addressable_shards:
+    idx = range(*shard.index[0].indices(m.shape[0]))
+    assert len(idx) == 1, (shard.index, m.sharding)
+    rows.append(idx[0])
+    np.testing.assert_allclose(np.asarray(shard.data), full[shard.index], atol=1e-4)
+  assert sorted(rows) == list(range(8)), rows
 """
 
 RENDER = _PRELUDE + """
@@ -39,10 +52,10 @@ def f(params, planes, c):
 
 single = f(params, planes, c)
 sp, sc = sharding.shard_batch((planes, c), mesh)
-assert len(sp.sharding.device_set) == 8
+assert_batch_sharded(sp, planes)
 multi = f(sharding.replicate(params, mesh), sp, sc)
-assert len(multi[0].sharding.device_set) == 8, multi[0].sharding
 for a, b in zip(single, multi):
+  assert_batch_sharded(b, a)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 print("OK")
 """
@@ -58,7 +71,7 @@ sz, sc = sharding.shard_batch((z, c), mesh)
 Gr = sharding.replicate(G, mesh)
 multi = jax.jit(lambda G, z, c: G(z, c))(Gr, sz, sc)
 for k in single:
-  assert len(multi[k].sharding.device_set) == 8, (k, multi[k].sharding)
+  assert_batch_sharded(multi[k], single[k])
   np.testing.assert_allclose(np.asarray(single[k]), np.asarray(multi[k]), atol=1e-4, err_msg=k)
 print("OK")
 """

@@ -715,3 +715,121 @@ def load_state_dict(source, *, unwrap: Iterable[str] = ("state_dict", "model", "
   if not out:
     raise TorchFileError("the file holds no tensors")
   return out
+
+
+# ------------------------------------------------------------------------------------ writing
+
+_DTYPE_STORAGES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()
+                   if v != "bfloat16" and k != "UntypedStorage"}
+
+
+class _GlobalRef:
+  """Pickles as a reference to ``module.name`` (torch need not be importable)."""
+
+  def __init__(self, module: str, name: str):
+    self.module, self.name = module, name
+
+  def __call__(self, *args):  # pickle only writes callables as reduce functions
+    raise AssertionError("never called")
+
+
+class _TensorRecord:
+
+  def __init__(self, key: str, array: np.ndarray):
+    self.key, self.array = key, array
+
+
+class _StorageRecord:
+
+  def __init__(self, key: str, array: np.ndarray):
+    self.key, self.array = key, array
+
+
+class _TorchPickler(pickle._Pickler):
+  """Writes torch-shaped pickles: tensors as ``_rebuild_tensor_v2`` over persistent storages."""
+
+  dispatch = pickle._Pickler.dispatch.copy()
+
+  def _save_global_ref(self, obj):
+    self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+    self.memoize(obj)
+
+  dispatch[_GlobalRef] = _save_global_ref
+
+  def __init__(self, f):
+    super().__init__(f, protocol=2)
+    self._globals: dict[tuple[str, str], _GlobalRef] = {}
+
+  def _ref(self, module, name):
+    return self._globals.setdefault((module, name), _GlobalRef(module, name))
+
+  def persistent_id(self, obj):
+    if isinstance(obj, _StorageRecord):
+      storage = self._ref("torch", _DTYPE_STORAGES[obj.array.dtype])
+      return ("storage", storage, obj.key, "cpu", int(obj.array.size))
+    return None
+
+  def reducer_override(self, obj):
+    if isinstance(obj, _TensorRecord):
+      a = obj.array
+      stride = tuple(int(np.prod(a.shape[i + 1:])) for i in range(a.ndim))
+      return (self._ref("torch._utils", "_rebuild_tensor_v2"),
+              (_StorageRecord(obj.key, a), 0, tuple(a.shape), stride, False,
+               collections.OrderedDict()))
+    return NotImplemented
+
+
+def save_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any],
+                    archive_name: str = "archive") -> None:
+  """Writes ``{key: array}`` as a PyTorch zip checkpoint (what ``torch.save(state_dict)`` writes,
+  loadable by ``torch.load`` and by :func:`load`), without torch.
+
+  Tensors are stored contiguous, little-endian, uncompressed, one storage each; nested dicts and
+  plain values (numbers, strings, lists) are kept. bfloat16 is not supported.
+  """
+  counter = [0]
+
+  def convert(obj):
+    if isinstance(obj, (np.ndarray, np.generic)) and not isinstance(obj, (np.str_, np.bytes_)):
+      a = np.asarray(obj)  # not ascontiguousarray: it turns 0-d into 1-d
+      if not a.flags.c_contiguous:
+        a = a.copy(order="C")
+      if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+      if a.dtype not in _DTYPE_STORAGES:
+        raise ValueError(f"save_state_dict: dtype {a.dtype} has no torch storage type here")
+      key = str(counter[0])
+      counter[0] += 1
+      return _TensorRecord(key, a)
+    if isinstance(obj, Mapping):
+      out = collections.OrderedDict() if not type(obj) is dict else {}
+      for k, v in obj.items():
+        out[k] = convert(v)
+      return out
+    if isinstance(obj, (list, tuple)):
+      return type(obj)(convert(v) for v in obj)
+    return obj
+
+  obj = convert(state_dict)
+  tensors: list[_TensorRecord] = []
+
+  def collect(o):
+    if isinstance(o, _TensorRecord):
+      tensors.append(o)
+    elif isinstance(o, Mapping):
+      for v in o.values():
+        collect(v)
+    elif isinstance(o, (list, tuple)):
+      for v in o:
+        collect(v)
+
+  collect(obj)
+  buf = io.BytesIO()
+  _TorchPickler(buf).dump(obj)
+  path = os.fspath(path)
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+    zf.writestr(f"{archive_name}/data.pkl", buf.getvalue())
+    zf.writestr(f"{archive_name}/byteorder", "little")
+    for t in tensors:
+      zf.writestr(f"{archive_name}/data/{t.key}", t.array.tobytes())
+    zf.writestr(f"{archive_name}/version", "3\n")
