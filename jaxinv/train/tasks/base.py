@@ -52,9 +52,16 @@ terms) and ``aux = dict(metrics={name: scalar}, model_state=...)``. ``metrics`` 
 term by name, *unweighted* (``l2``, ``lpips``, ``id``, ``w_reg``, ...; the weights are config
 fields), plus anything worth logging (current ramp weights, progressive stage). Metric names
 must be unique across phases (prefix a discriminator's: ``d_real``, ``d_r1``). The loop adds
-``loss_{phase.label}`` for each phase that ran and ``loss`` = the sum of those phases' losses
-(the total training loss of the step, as ``metrics.jsonl`` requires). The NaN/Inf guard checks
-every metric and names the first non-finite one.
+``loss_{phase.label}`` and ``grad_norm_{phase.label}`` for each phase that ran and ``loss`` = the
+sum of those phases' losses (the total training loss of the step, as ``metrics.jsonl``
+requires). The NaN/Inf guard checks every metric (the task's own terms first) and names the
+first non-finite one and its step.
+
+Examples: ``debug.py`` (two groups, a lazy phase, model_state; seconds to run), ``psp.py``
+(one phase, BatchNorm stats in model_state), ``e4e.py`` (encoder + latent discriminator + lazy
+R1 on the same ``disc`` group), ``preim3d.py`` (alternating batches in ``make_batch``).
+``psp_family.py`` has reusable pieces (generator / loss-network loading with clear errors,
+train-mode encoder apply, image losses, previews).
 
 ``make_batch(frozen, key, step, host_batch) -> batch`` runs inside the jitted step, so generated
 images (G renders) never touch the host. ``host_batch`` is ``None`` unless

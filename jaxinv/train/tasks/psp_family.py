@@ -171,13 +171,15 @@ class LossNets:
       _, out["id"] = load_native_arcface(self.id_path)
     return out
 
+  # The modules are applied directly, without the public functions' [-1, 1] value checks:
+  # generator renders overshoot that range a little (pSp feeds them to LPIPS / ArcFace as is).
   def lpips(self, nets, y_hat, y):
-    return lpips_lib.lpips_loss(nets["lpips"], y_hat, y, self.lpips_net)
+    return jnp.mean(lpips_lib.LPIPS(self.lpips_net).apply(nets["lpips"], y_hat, y))
 
   def embed(self, nets, x):
     if self.id_path == "tiny":
       return TinyIdNet().apply(nets["id"], x)
-    return arcface_loss.id_embed(nets["id"], x, self.id_crop)
+    return arcface_loss._ARCFACE.apply(nets["id"], arcface_loss.id_preprocess(x, self.id_crop))
 
   def id_loss(self, nets, y_hat, y):
     """``mean_b (1 - <F(y_hat), F(y)>)`` with the target embedding held constant."""
