@@ -28,31 +28,21 @@ import numpy as np
 
 import jaxinv
 from jaxinv.data import world
-from jaxinv.losses.ssim import ssim
+from jaxinv.eval import world_views
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SEED = 7_000_001          # held-out: the toy G's training never draws from this key
+SEED = world_views.SEED   # held-out: the toy G's training never draws from this key
 OFFSETS = (-0.6, -0.3, 0.0, 0.3, 0.6)
 
 
-def _psnr(a, b):
-  return float(10 * np.log10(4.0 / max(float(np.mean((np.asarray(a) - np.asarray(b)) ** 2)), 1e-12)))
-
-
 def _score(render_fn, z, yaw0, G):
-  """Per offset: PSNR, SSIM at G's image size, foreground depth error at its neural resolution."""
+  """Per offset: PSNR, SSIM at G's image size, foreground depth error at its neural resolution
+  (``jaxinv.eval.world_views.score_view``: the same code path as ``jaxinv eval --data world``)."""
   out = {}
   for off in OFFSETS:
     c = world.orbit_label(np.full(len(z), yaw0 + off))
-    pred = render_fn(c)
-    truth = world.render(z, c, resolution=G.config.img_resolution)
-    raw = world.render(z, c, resolution=G.neural_rendering_resolution)
-    m = np.asarray(raw["mask"]) > 0
-    depth = float(np.abs(np.asarray(pred["image_depth"]) - np.asarray(raw["depth"]))[m].mean())
-    out[f"{off:+.1f}"] = dict(psnr=_psnr(pred["image"], truth["image"]),
-                              ssim=float(jnp.mean(ssim(jnp.clip(pred["image"], -1, 1),
-                                                       truth["image"]))),
-                              depth_l1=depth)
+    s = world_views.score_view(render_fn(c), z, c, G)
+    out[f"{off:+.1f}"] = {k: float(np.mean(v)) for k, v in s.items()}
   return out
 
 

@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "preprocess": ("jaxinv.cli.preprocess", "detect, align and estimate camera poses for a folder of photos (EG3D dataset.json)"),
     "invert": ("jaxinv.cli.invert", "invert photos into an EG3D generator: views, depth, mesh.ply, video, latents (a file or a folder)"),
     "edit": ("jaxinv.cli.edit", "edit an inversion (latents.npz from `jaxinv invert`) along a direction file and render it"),
+    "eval": ("jaxinv.cli.eval", "evaluate a method on an EG3D dataset or the procedural world: metrics table, plots, JSON (resumable)"),
 }
 
 DEBUG_FLAG = "--debug"
