@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv import checks
+from jaxinv.losses import goae as goae_losses
 from jaxinv.models.eg3d import PLANE_CHANNELS, EG3DGenerator
 from jaxinv.models.encoders.goae import AFA, AFAConfig, GOAEncoder, GOAEncoderConfig
 from jaxinv.nn.synthesis import SynthesisBlock, SynthesisNetwork, block_channels
@@ -282,6 +283,40 @@ def canonical_latents(G: EG3DGenerator, z, truncation_psi: float = 1.0):
   """
   c = jnp.broadcast_to(jnp.asarray(C_FRONT), (np.shape(z)[0], 25))
   return G.mapping(z, c, truncation_psi=truncation_psi)
+
+
+def average_background_depth(G: EG3DGenerator, key, num_samples: int, batch_size: int = 8, *,
+                             mask_threshold: float = 0.5, truncation_psi: float = 1.0,
+                             neural_rendering_resolution=None) -> jax.Array:
+  """GOAE's ``D_avg``: the mean depth of the background pixels of canonical front-view samples.
+
+  For ``ceil(num_samples / batch_size)`` batches (the paper: 100k samples): ``z ~ N(0, I)``,
+  ``ws = mapping(z, C_FRONT)``, rendered from ``C_FRONT`` with the key's renderer draws; the
+  background mask is ``losses.goae.background_mask(weights_sum, mask_threshold)`` (the
+  generator's own opacity standing in for the paper's face parser). Returns the pixel-weighted
+  mean ``sum(D * M) / sum(M)`` over all samples, a float32 scalar on device (one jitted scan, no
+  host transfer per batch); NaN when no sample has a background pixel.
+  """
+  n = -(-int(num_samples) // int(batch_size))
+  nrr = neural_rendering_resolution
+
+  @jax.jit
+  def run(G, key):
+    c = jnp.broadcast_to(jnp.asarray(C_FRONT), (batch_size, 25))
+
+    def body(acc, k):
+      kz, kr = jax.random.split(k)
+      ws = canonical_latents(G, jax.random.normal(kz, (batch_size, G.z_dim)), truncation_psi)
+      out = G.synthesis(ws, c, key=kr, neural_rendering_resolution=nrr)
+      mask = goae_losses.background_mask(out["weights_sum"], mask_threshold)
+      s, m = goae_losses.background_depth_sums(out["image_depth"], mask)
+      return (acc[0] + s, acc[1] + m), None
+
+    zero = jnp.zeros((), jnp.float32)
+    (s, m), _ = jax.lax.scan(body, (zero, zero), jax.random.split(key, n))
+    return s / m
+
+  return run(G, key)
 
 
 def _keys(key, n):
