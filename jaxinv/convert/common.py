@@ -146,14 +146,52 @@ def check_tree_matches(template: Mapping[str, Any], tree: Mapping[str, Any], wha
     raise ValueError(f"{what}: converted parameters do not fit the model: " + "; ".join(msgs))
 
 
-def _jsonable(x):
+def to_plain(x):
+  """Nested mappings / sequences / numpy scalars -> plain JSON-able dicts, lists and numbers."""
   if isinstance(x, Mapping):
-    return {str(k): _jsonable(v) for k, v in x.items()}
+    return {str(k): to_plain(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
+    return [to_plain(v) for v in x]
   if isinstance(x, np.generic):
     return x.item()
   return x
+
+
+def strip_prefix(sd: Mapping[str, Any], prefixes: Iterable[str] = ("module.",)) -> dict:
+  """Drops a wrapper prefix (``DataParallel``'s ``module.``, ...) when EVERY key carries it;
+  the first of ``prefixes`` that all keys share is removed, else ``sd`` is returned as a dict."""
+  if isinstance(prefixes, str):
+    prefixes = (prefixes,)
+  for p in prefixes:
+    if sd and all(str(k).startswith(p) for k in sd):
+      return {k[len(p):]: v for k, v in sd.items()}
+  return dict(sd)
+
+
+def conv_with_bias(t: KeyTracker, key: str, shape) -> dict:
+  """``{kernel (HWIO), bias}`` of a torch ``Conv2d`` at ``key`` with weight ``shape`` (OIHW)."""
+  return {"kernel": conv_oihw_to_hwio(t.take(f"{key}.weight", shape)),
+          "bias": t.take(f"{key}.bias", (shape[0],))}
+
+
+def jit_apply(model, variables, preprocess=None, **apply_kwargs):
+  """``f(*inputs) = model.apply(variables, *inputs)`` compiled once with the weights passed in as
+  an argument (STYLE rule 3: never closed over, so they are not baked into the program as
+  constants); ``preprocess`` (optional, pure) maps the first input first."""
+  import jax
+
+  def apply(v, *inputs):
+    if preprocess is not None:
+      inputs = (preprocess(inputs[0]),) + inputs[1:]
+    return model.apply(v, *inputs, **apply_kwargs)
+
+  jitted = jax.jit(apply)
+  variables = jax.device_put(variables)
+
+  def f(*inputs):
+    return jitted(variables, *inputs)
+  f.jitted, f.variables = jitted, variables  # for inspection (e.g. lowering)
+  return f
 
 
 def save_native(path: str | os.PathLike, kind: str, config: Mapping[str, Any],
@@ -162,7 +200,7 @@ def save_native(path: str | os.PathLike, kind: str, config: Mapping[str, Any],
   flat = {k: np.asarray(v) for k, v in flatten_tree(params).items()}
   if _META_KEY in flat:
     raise ValueError(f"parameter path {_META_KEY!r} is reserved")
-  meta = {"kind": kind, "format_version": NATIVE_FORMAT_VERSION, "config": _jsonable(config)}
+  meta = {"kind": kind, "format_version": NATIVE_FORMAT_VERSION, "config": to_plain(config)}
   flat[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   path = os.fspath(path)
   # A fresh temporary name beside the target (never a user's file such as PATH.tmp), renamed

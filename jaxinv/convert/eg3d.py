@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxinv.convert import torchfile
 from jaxinv.convert.common import (KeyTracker, check_tree_matches, flatten_tree, is_native,
-                                   load_native, save_native, unflatten_tree)
+                                   load_native, save_native, to_plain, unflatten_tree)
 from jaxinv.models.eg3d import EG3DConfig, EG3DGenerator, param_shapes
 from jaxinv.ops.upfirdn2d import STANDARD_FILTER
 
@@ -171,16 +171,6 @@ _TRIPLANE_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "
                   "mapping_kwargs", "rendering_kwargs", "sr_kwargs")
 
 
-def _plain(x):
-  if isinstance(x, Mapping):
-    return {str(k): _plain(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_plain(v) for v in x]
-  if isinstance(x, np.generic):
-    return x.item()
-  return x
-
-
 def read_pickle(path) -> tuple["collections.OrderedDict[str, np.ndarray]", dict]:
   """(state dict, init kwargs) of ``G_ema`` in an EG3D network pickle, executing nothing."""
   try:
@@ -199,10 +189,10 @@ def read_pickle(path) -> tuple["collections.OrderedDict[str, np.ndarray]", dict]
   if g.class_name.rsplit(".", 1)[-1] != "TriPlaneGenerator":
     raise ValueError(f"{path}: G_ema is a {g.class_name}, not an EG3D TriPlaneGenerator")
   st = g.state
-  kwargs = _plain(dict(st.get("_init_kwargs") or {}))
+  kwargs = to_plain(dict(st.get("_init_kwargs") or {}))
   args = list(st.get("_init_args") or ())
   for name, v in zip(_TRIPLANE_ARGS, args):
-    kwargs.setdefault(name, _plain(v))
+    kwargs.setdefault(name, to_plain(v))
   if "neural_rendering_resolution" in st:
     kwargs["neural_rendering_resolution"] = int(st["neural_rendering_resolution"])
   return module_state_dict(g), kwargs

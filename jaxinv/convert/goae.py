@@ -40,7 +40,8 @@ import numpy as np
 
 from jaxinv import checks
 from jaxinv.convert import common
-from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio, linear_to_dense
+from jaxinv.convert.common import (KeyTracker, check_tree_matches, conv_oihw_to_hwio,
+                                   linear_to_dense, strip_prefix)
 from jaxinv.convert.irse import combine_variables, convert_irse_body, convert_irse_input_layer
 from jaxinv.models.encoders.goae import AFA, AFAConfig, GOAEncoder, GOAEncoderConfig
 from jaxinv.nn import swin
@@ -49,13 +50,6 @@ from jaxinv.nn.swin import SwinV2Config
 
 ENCODER_KIND = "goae_encoder"
 AFA_KIND = "goae_afa"
-
-
-def strip_prefix(sd: Mapping[str, Any], prefix: str = "module.") -> dict:
-  """Drops a DataParallel ``module.`` prefix when every key carries it."""
-  if sd and all(k.startswith(prefix) for k in sd):
-    return {k[len(prefix):]: v for k, v in sd.items()}
-  return dict(sd)
 
 
 # ----------------------------------------------------------------------------------- pieces

@@ -21,7 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio, linear_to_dense
+from jaxinv.convert.common import (KeyTracker, check_tree_matches, conv_oihw_to_hwio, jit_apply,
+                                   linear_to_dense, strip_prefix)
 from jaxinv.nn.irse import UnitSpec, irse_units_for_depth
 
 # Buffers that eval-mode BatchNorm never reads.
@@ -116,14 +117,6 @@ def _check_arcface_keys(sd: Mapping[str, np.ndarray], what: str) -> None:
                        f"Backbone(112) has {s}")
 
 
-def strip_prefix(sd: Mapping[str, np.ndarray], prefixes=("module.", "facenet.")) -> dict:
-  """Drops a ``DataParallel`` (``module.``) or IDLoss (``facenet.``) wrapper prefix, if every key has it."""
-  for p in prefixes:
-    if sd and all(k.startswith(p) for k in sd):
-      return {k[len(p):]: v for k, v in sd.items()}
-  return dict(sd)
-
-
 def convert_arcface(sd: Mapping[str, np.ndarray], num_layers: int = 50,
                     what: str = "ArcFace IR-SE checkpoint") -> dict:
   """``Backbone(112, num_layers, 'ir_se')`` state dict -> variables of ``ArcFaceBackbone``.
@@ -131,7 +124,7 @@ def convert_arcface(sd: Mapping[str, np.ndarray], num_layers: int = 50,
   Raises:
     ValueError: naming every missing, unused or mis-shaped key.
   """
-  sd = strip_prefix(sd)
+  sd = strip_prefix(sd, ("module.", "facenet."))  # DataParallel or pSp IDLoss wrapper
   _check_arcface_keys(sd, what)
   t = KeyTracker(sd, what)
   units = irse_units_for_depth(num_layers)
@@ -171,30 +164,19 @@ def load_arcface(sd: Mapping[str, np.ndarray], num_layers: int = 50):
 
 def reference_ir_se50(sd: Mapping[str, np.ndarray], **config):
   """Reference kind ``ir_se50``: ``f(x [B,112,112,3]) -> embedding [B,512]``."""
-  import jax
   if config:
     raise ValueError(f"ir_se50 takes no config, got {sorted(config)}")
   model, variables = load_arcface(sd)
-
-  @jax.jit
-  def f(x):
-    return model.apply(variables, x)
-  return f
+  return jit_apply(model, variables)
 
 
 def reference_ir_se50_idloss(sd: Mapping[str, np.ndarray], **config):
   """Reference kind ``ir_se50_idloss``: ``f(x [B,256,256,3]) -> embedding [B,512]`` (pSp crop + pool)."""
-  import jax
-
   from jaxinv.losses.arcface import psp_id_preprocess
   if config:
     raise ValueError(f"ir_se50_idloss takes no config, got {sorted(config)}")
   model, variables = load_arcface(sd)
-
-  @jax.jit
-  def f(x):
-    return model.apply(variables, psp_id_preprocess(x))
-  return f
+  return jit_apply(model, variables, preprocess=psp_id_preprocess)
 
 
 def convert_file(src, dst, num_layers: int = 50) -> dict:

@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio
+from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio, jit_apply
 from jaxinv.losses.lpips import SCALE, SHIFT, TRUNKS, lpips_init_template, tap_channels, trunk_convs
 
 _FIRST_CONV = {"alex": (64, 3, 11, 11), "vgg": (64, 3, 3, 3)}
@@ -118,18 +118,11 @@ def convert_files(trunk_path: str | os.PathLike, lin_path: str | os.PathLike, ne
 
 
 def _reference(sd, net: str, config):
-  import jax
-
   from jaxinv.losses.lpips import LPIPS
   if config:
     raise ValueError(f"lpips_{net} takes no config, got {sorted(config)}")
   variables = convert_lpips_module(sd, net)
-  model = LPIPS(net)
-
-  @jax.jit
-  def f(in0, in1):
-    return model.apply(variables, in0, in1)
-  return f
+  return jit_apply(LPIPS(net), variables)
 
 
 def reference_lpips_alex(sd: Mapping[str, np.ndarray], **config):

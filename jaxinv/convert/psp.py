@@ -27,7 +27,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio, linear_to_dense
+from jaxinv.convert.common import (KeyTracker, check_tree_matches, conv_oihw_to_hwio,
+                                   conv_with_bias, jit_apply, linear_to_dense)
 from jaxinv.convert.irse import combine_variables, convert_bn, convert_irse_body, convert_irse_input_layer
 from jaxinv.nn.irse import irse50_units
 
@@ -66,11 +67,6 @@ def _input_channels(sd: Mapping[str, Any], what: str) -> int:
   return int(np.shape(w)[1])
 
 
-def _conv_with_bias(t: KeyTracker, key: str, shape) -> dict:
-  return {"kernel": conv_oihw_to_hwio(t.take(f"{key}.weight", shape)),
-          "bias": t.take(f"{key}.bias", (shape[0],))}
-
-
 def _equal_linear(t: KeyTracker, key: str, out: int, inp: int) -> dict:
   return {"kernel": linear_to_dense(t.take(f"{key}.weight", (out, inp))),
           "bias": t.take(f"{key}.bias", (out,))}
@@ -93,10 +89,10 @@ def convert_gradual_style(sd: Mapping[str, Any], n_styles: int | None = None,
   in_ch = _input_channels(sd, what)
   t = KeyTracker(sd, what)
   sub = _trunk(t, in_ch)
-  sub["latlayer1"] = {"params": _conv_with_bias(t, "latlayer1", (512, 256, 1, 1))}
-  sub["latlayer2"] = {"params": _conv_with_bias(t, "latlayer2", (512, 128, 1, 1))}
+  sub["latlayer1"] = {"params": conv_with_bias(t, "latlayer1", (512, 256, 1, 1))}
+  sub["latlayer2"] = {"params": conv_with_bias(t, "latlayer2", (512, 128, 1, 1))}
   for i in range(found):
-    head = {f"conv_{j}": _conv_with_bias(t, f"styles.{i}.convs.{2 * j}", (512, 512, 3, 3))
+    head = {f"conv_{j}": conv_with_bias(t, f"styles.{i}.convs.{2 * j}", (512, 512, 3, 3))
             for j in range(int(math.log2(_head_spatial(i))))}
     head["linear"] = _equal_linear(t, f"styles.{i}.linear", 512, 512)
     sub[f"style_{i}"] = {"params": head}
@@ -247,13 +243,8 @@ def load_checkpoint(path_or_obj, encoder_type: str | None = None) -> EncoderChec
 # ----------------------------------------------------------------- reference conformance kinds
 
 def _reference(kind: str, sd, n_styles) -> Callable:
-  import jax
   model, variables = load_encoder_from_state_dict(sd, kind, n_styles)
-
-  @jax.jit
-  def f(x):
-    return model.apply(variables, x)
-  return f
+  return jit_apply(model, variables)
 
 
 def reference_psp(sd: Mapping[str, np.ndarray], n_styles: int | None = None, **config):

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from jaxinv.convert.common import KeyTracker, check_tree_matches, conv_oihw_to_hwio
+from jaxinv.convert.common import (KeyTracker, check_tree_matches, conv_oihw_to_hwio,
+                                   conv_with_bias, jit_apply)
 from jaxinv.convert.irse import (combine_variables, convert_bn, convert_irse_body,
                                  convert_irse_input_layer, convert_prelu)
 from jaxinv.convert.psp import load_encoder_from_state_dict, normalize_latent_avg, split_prefix
@@ -33,11 +34,6 @@ from jaxinv.nn.irse import irse50_units
 
 # (input channels of the DoubleConv = skip + shuffled, output channels) for up1..up4.
 _UP_CHANNELS = ((1024, 512), (384, 384), (224, 256), (128, 96))
-
-
-def _conv(t: KeyTracker, key: str, shape) -> dict:
-  return {"kernel": conv_oihw_to_hwio(t.take(f"{key}.weight", shape)),
-          "bias": t.take(f"{key}.bias", (shape[0],))}
 
 
 def convert_triplane_encoder(sd: Mapping[str, Any],
@@ -54,17 +50,17 @@ def convert_triplane_encoder(sd: Mapping[str, Any],
     d = f"up{k}.conv.double_conv"
     bn_p, bn_s = convert_bn(t, f"{d}.0", cin)
     params = {"bn": bn_p,
-              "conv1": _conv(t, f"{d}.1", (cout, cin, 3, 3)),
+              "conv1": conv_with_bias(t, f"{d}.1", (cout, cin, 3, 3)),
               "prelu1": convert_prelu(t, f"{d}.2", cout),
-              "conv2": _conv(t, f"{d}.3", (cout, cout, 3, 3)),
+              "conv2": conv_with_bias(t, f"{d}.3", (cout, cout, 3, 3)),
               "prelu2": convert_prelu(t, f"{d}.4", cout),
               "prelu3": convert_prelu(t, f"{d}.5", cout)}
     sub[f"up{k}"] = {"params": {"conv": params}, "batch_stats": {"conv": {"bn": bn_s}}}
-  sub["final_conv1"] = {"params": _conv(t, "final_head.0", (96, 24, 3, 3))}
+  sub["final_conv1"] = {"params": conv_with_bias(t, "final_head.0", (96, 24, 3, 3))}
   sub["final_prelu1"] = {"params": convert_prelu(t, "final_head.1", 96)}
-  sub["final_conv2"] = {"params": _conv(t, "final_head.2", (96, 96, 3, 3))}
+  sub["final_conv2"] = {"params": conv_with_bias(t, "final_head.2", (96, 96, 3, 3))}
   sub["final_prelu2"] = {"params": convert_prelu(t, "final_head.3", 96)}
-  sub["final_conv3"] = {"params": _conv(t, "final_head.4", (96, 96, 1, 1))}
+  sub["final_conv3"] = {"params": conv_with_bias(t, "final_head.4", (96, 96, 1, 1))}
   t.finish()
   return combine_variables(sub)
 
@@ -136,15 +132,10 @@ def load_eg3d_checkpoint(path_or_obj, n_styles: int = 14):
 
 def reference_triplanenet_offsets(sd: Mapping[str, np.ndarray], **config) -> Callable:
   """Kind ``triplanenet_offsets``: ``f(x_input [B,256,256,6]) -> offsets [B,3,256,256,32]``."""
-  import jax
   if config:
     raise ValueError(f"triplanenet_offsets takes no config, got {sorted(config)}")
   model, variables = load_triplane_encoder_from_state_dict(sd)
-
-  @jax.jit
-  def f(x_input):
-    return model.apply(variables, x_input)
-  return f
+  return jit_apply(model, variables)
 
 
 NATIVE_KIND = "triplanenet"

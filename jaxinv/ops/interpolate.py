@@ -16,7 +16,10 @@ import numpy as np
 
 @functools.lru_cache(maxsize=None)
 def bilinear_matrix(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
-  """[n_out, n_in] float32 interpolation weights along one axis (align_corners=False)."""
+  """[n_out, n_in] float32 interpolation weights along one axis (align_corners=False).
+
+  Cached: the same read-only array is returned for the same arguments (copy it to modify it).
+  """
   scale = n_in / n_out
   m = np.zeros((n_out, n_in), np.float64)
   if antialias:
@@ -39,7 +42,9 @@ def bilinear_matrix(n_in: int, n_out: int, antialias: bool) -> np.ndarray:
       frac = src - i0
       m[i, i0] += 1.0 - frac
       m[i, i1] += frac
-  return m.astype(np.float32)
+  m = m.astype(np.float32)
+  m.setflags(write=False)  # cached and shared by every caller: read-only
+  return m
 
 
 def resize_bilinear(x: jax.Array, size: tuple[int, int], antialias: bool = False) -> jax.Array:
