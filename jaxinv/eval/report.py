@@ -75,7 +75,10 @@ def markdown(results) -> str:
             f"- method options: {json.dumps(s['options'])}; key PRNGKey({s['seed']})",
             "- s/image: the median over batches of the invert call's wall time / batch size (the "
             "first batch includes compilation)",
-            f"- backend: {results['backend']}, jax {results['jax']}"]
+            f"- backend: {results['backend']}, jax {results['jax']}",
+            "- grid.png: per item input | reconstruction | " + " | ".join(per_yaw)
+            + (" (the world's exact views in the row below)" if s["data"] == "world" else "")
+            + "; per_yaw.png: each novel-view metric against yaw"]
   for n in results["notes"]:
     lines.append(f"- {n}")
   sk = results["skipped"]
