@@ -28,7 +28,7 @@ Defaults follow the released code the papers compare against (``shared/RECIPES.m
   mode); for one generator per image, invert images one at a time.
 
 ``triplane_opt`` (TriPlaneNet Sec. 4.3, App. D): L-BFGS (``optax.lbfgs``, zoom line search of at
-  most 20 evaluations, memory 10) on tri-plane offsets dT added to ``G.planes(ws)``, 50 steps (~1K
+  most 20 evaluations, memory 10; ``linesearch='backtracking'`` is cheaper to compile) on tri-plane offsets dT added to ``G.planes(ws)``, 50 steps (~1K
   function evaluations), loss ``l2 + lpips`` at the input view plus ``reg_weight`` x the same
   distance between the render and the first branch's prediction (the render of the starting
   planes), which keeps the offsets from drifting. Vmapped over the batch (one line search per
@@ -95,6 +95,7 @@ class TriPlaneOptOptions:
   steps: int = 50
   max_linesearch_steps: int = 20
   memory_size: int = 10
+  linesearch: str = "zoom"        # or "backtracking" (Armijo; cheaper to compile, for tests)
   l2_weight: float = 1.0
   lpips_weight: float = 1.0
   reg_weight: float = 0.1
@@ -181,7 +182,8 @@ def w_stats(G: EG3DGenerator, c, key, num_samples: int):
   return w_avg, w_std
 
 
-def _hyper(opts, skip=("steps", "num_w_samples", "max_linesearch_steps", "memory_size")):
+def _hyper(opts, skip=("steps", "num_w_samples", "max_linesearch_steps", "memory_size",
+                        "linesearch")):
   """The float hyper-parameters as traced scalars (one compile serves every value)."""
   return {f.name: jnp.asarray(getattr(opts, f.name), jnp.float32)
           for f in dataclasses.fields(opts) if f.name not in skip}
@@ -339,8 +341,12 @@ def pti_tune(G: EG3DGenerator, target, c, ws, *, key=None, lpips_params=None,
 
 @functools.lru_cache(maxsize=None)
 def _triplane_fn(config, steps: int, max_linesearch_steps: int, memory_size: int, loss: ImageLoss,
-                 has_lpips: bool):
-  linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps)
+                 has_lpips: bool, linesearch_kind: str = "zoom"):
+  if linesearch_kind == "zoom":
+    linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps)
+  else:
+    linesearch = optax.scale_by_backtracking_linesearch(
+        max_backtracking_steps=max_linesearch_steps, store_grad=True)
   opt = optax.lbfgs(memory_size=memory_size, linesearch=linesearch)
 
   def one(params, lpips_params, opts, target, c, ws, offsets0):
@@ -381,11 +387,14 @@ def triplane_optimize(G: EG3DGenerator, target, c, ws, offsets=None, *, lpips_pa
     and after the last one).
   """
   opts = options or TriPlaneOptOptions()
+  if opts.linesearch not in ("zoom", "backtracking"):
+    raise ValueError(f"linesearch must be 'zoom' or 'backtracking', got {opts.linesearch!r}")
   ws = jnp.asarray(ws, jnp.float32)
   if offsets is None:
     offsets = jnp.zeros(jax.eval_shape(G.planes, ws).shape, jnp.float32)
   fn = _triplane_fn(G.config, int(opts.steps), int(opts.max_linesearch_steps),
-                    int(opts.memory_size), ImageLoss(lpips_net), lpips_params is not None)
+                    int(opts.memory_size), ImageLoss(lpips_net), lpips_params is not None,
+                    opts.linesearch)
   return fn(G.params, lpips_params, _hyper(opts), jnp.asarray(target, jnp.float32),
             jnp.asarray(c, jnp.float32),
             ws, jnp.asarray(offsets, jnp.float32))
