@@ -46,8 +46,8 @@ def test_toy_generator_reproduces_the_world_on_held_out_scenes(toy):
   ref = manifest["heldout_metrics"]
   assert m["psnr"] >= ref["psnr"] - 1.5, (m, ref)
   assert m["depth_l1"] <= ref["depth_l1"] * 1.5 + 0.005, (m, ref)
-  # And it is a trained model, not a random one: far better than a random-init G of this config.
-  assert m["psnr"] > 15.0 and np.isfinite(m["depth_l1"])
+  # And it is a trained model, not a random one (a random-init G of this config scores ~3 dB).
+  assert m["psnr"] > 12.0 and np.isfinite(m["depth_l1"])
 
 
 def test_load_generator_names_the_missing_file_when_not_shipped(monkeypatch, tmp_path):

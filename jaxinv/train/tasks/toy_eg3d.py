@@ -16,7 +16,6 @@ held-out z over orbit cameras) and :func:`export` (checkpoint -> the shipped ``.
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import jax
@@ -221,5 +220,3 @@ def _main(argv=None):
 if __name__ == "__main__":
   _main()
 
-
-del math
