@@ -266,7 +266,9 @@ def _kernel_call(planes, decoder, origins, directions, depths, st: _Static):
   # Under shard_map(check_vma=True) the outputs must say over which mesh axes they vary: as the
   # inputs jointly do (a dead scalar mixing one entry of each; XLA drops it).
   mixed = sum(x.reshape(-1)[0] * 0 for x in (rays, dep, table, w0, b0, wc, bc, ws))
-  sds = functools.partial(jax.ShapeDtypeStruct, manual_axis_type=jax.typeof(mixed).mat)
+  mat = getattr(jax.typeof(mixed), "mat", None)  # (older JAX: no such attribute, no check)
+  sds = (jax.ShapeDtypeStruct if mat is None else
+         functools.partial(jax.ShapeDtypeStruct, manual_axis_type=mat))
   full = lambda shape: pl.BlockSpec(shape, lambda j: (0,) * len(shape))  # noqa: E731
   in_specs = [pl.BlockSpec((8, rb), lambda j: (0, j)), pl.BlockSpec((rb,), lambda j: (j,)),
               pl.BlockSpec((sp, rb), lambda j: (0, j)), full(table.shape), full((cp, hd)),
