@@ -108,7 +108,7 @@ def inputs():
 
 
 def test_inputs_hold_empty_and_opaque_rays(inputs):
-  _, _, total, _ = raymarch.march_reference(*inputs, **KW)
+  _, _, total, _ = jax.jit(functools.partial(raymarch.march_reference, **KW))(*inputs)
   total = np.asarray(total)
   assert total[0, 0, 0] == 0.0  # the ray outside the cube
   assert (total > 0.999).sum() >= 3 and ((total > 0.01) & (total < 0.99)).sum() >= 2, total[..., 0]
