@@ -79,7 +79,7 @@ def grid_points(resolution: int, box_side: float) -> np.ndarray:
   return np.stack([x, y, z], axis=-1).reshape(-1, 3)
 
 
-def extract_mesh(G, planes, resolution: int = 128, *, level: float = DEFAULT_LEVEL,
+def extract_mesh(G, planes, resolution: int = 128, *, level: float | None = None,
                  box_side: float | None = None):
   """Marching cubes on the decoded density of ``planes``.
 
@@ -87,7 +87,8 @@ def extract_mesh(G, planes, resolution: int = 128, *, level: float = DEFAULT_LEV
     G: the generator whose decoder reads the planes.
     planes: ``[1, 3, H, W, C]`` (one sample).
     resolution: grid points per side (EG3D exports 512; 128 is quick).
-    level: density level of the surface (raw ``sigma``; EG3D uses 10).
+    level: density level of the surface (raw ``sigma``). None: EG3D's 10 where the density
+      reaches it, else the middle of the sampled density range (untrained / toy generators).
     box_side: side of the sampled cube (default the planes' ``box_warp``).
   Returns:
     ``(vertices [V, 3] world units, faces [F, 3] int, colors [V, 3] float in [0, 1])``.
@@ -105,6 +106,8 @@ def extract_mesh(G, planes, resolution: int = 128, *, level: float = DEFAULT_LEV
   sigma, _ = decode_points(G, planes, grid_points(resolution, box))
   vol = sigma.reshape(resolution, resolution, resolution)
   lo, hi = float(vol.min()), float(vol.max())
+  if level is None:
+    level = DEFAULT_LEVEL if lo < DEFAULT_LEVEL < hi else 0.5 * (lo + hi)
   if not lo < level < hi:
     raise ValueError(f"level={level}: the decoded density spans [{lo:.4g}, {hi:.4g}] and never "
                      "crosses it; pass a level inside that range")

@@ -181,14 +181,16 @@ class Inversion:
   def mesh(self, resolution: int = 128, *, index: int = 0, level: float | None = None):
     """Marching-cubes mesh of sample ``index``'s density (see ``jaxinv.inversion.mesh``).
 
+    ``level``: raw density of the surface; None = EG3D's 10 (or the middle of the density range
+    when the density never reaches 10, as for untrained generators).
+
     Returns ``(vertices [V, 3], faces [F, 3], colors [V, 3] in [0, 1])`` as numpy arrays.
     """
     from jaxinv.inversion import mesh as mesh_lib
     if not 0 <= int(index) < self.batch_size:
       raise ValueError(f"index: {index} is outside the batch of {self.batch_size}")
     planes = self[int(index)].triplanes()
-    return mesh_lib.extract_mesh(self.G, planes, resolution,
-                                 level=mesh_lib.DEFAULT_LEVEL if level is None else level)
+    return mesh_lib.extract_mesh(self.G, planes, resolution, level=level)
 
   def save_mesh(self, path, resolution: int = 128, *, index: int = 0,
                 level: float | None = None) -> str:
