@@ -1,0 +1,180 @@
+"""TriPlaneNet's runlocal config through the one train loop: both branches' losses fall, branch 1 is
+bit-identical while frozen (branch 2 keeps training), resume is bit-exact; config switches.
+
+The 50-step run is one subprocess (tests/_b1_train_run.py) shared by the tests of this module.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "configs"))
+
+import triplanenet as tpn_config  # noqa: E402
+
+STEPS, RESUME_AT = 50, 30
+
+
+# The 50-step run takes ~5 min on an idle 2-core CPU (minutes more under load): opt-in until it
+# has been timed in CI (JAXINV_TRAIN_TESTS=1 runs it).
+train_run = pytest.mark.skipif(not os.environ.get("JAXINV_TRAIN_TESTS"),
+                               reason="50-step runlocal training run: set JAXINV_TRAIN_TESTS=1")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("triplanenet")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  p = subprocess.run([sys.executable, str(ROOT / "tests" / "_b1_train_run.py"), "triplanenet",
+                      str(tmp), str(STEPS), str(RESUME_AT)], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=2400)
+  assert p.returncode == 0, p.stderr[-4000:]
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _worker(tmp, *args, timeout=1800):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  p = subprocess.run([sys.executable, str(ROOT / "tests" / "_b1_train_run.py"), "triplanenet",
+                      str(tmp), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=timeout)
+  assert p.returncode == 0, p.stderr[-4000:]
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_short_run_branch_schedule_freeze_and_bit_exact_resume(tmp_path):
+  """4 steps with branch 2 on at step 1 and branch 1 frozen at step 2; resume from step 2."""
+  out = _worker(tmp_path, 4, 2, 2, "schedule.add_triplanenet=1", "schedule.stop_psp=2")
+  rows = out["metrics"]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  assert [r["psp_active"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
+  assert [r["tri_active"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+  for r in rows:
+    assert all(np.isfinite(v) for v in r.values() if isinstance(v, float)), r
+  d = out["digests"]
+  # Steps 2 and 3 run with branch 1 frozen: bit-identical, while branch 2 keeps moving.
+  assert d["2"]["psp"] == d["4"]["psp"] and d["2"]["triplane"] != d["4"]["triplane"]
+  assert out["resumed_digest"] == d["4"]
+  a = {r["step"]: r for r in rows}
+  assert out["resumed_metrics"] and all(r == a[r["step"]] for r in out["resumed_metrics"])
+
+
+def _series(rows, name, lo, hi):
+  return [r[name] for r in rows if lo <= r["step"] <= hi and name in r]
+
+
+@pytest.mark.slow
+@train_run
+def test_runlocal_trains_both_branches_with_falling_losses(run):
+  rows = run["metrics"]
+  assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+  for r in rows:
+    assert {"loss", "loss_psp", "loss_triplane", "tri_pixel", "tri_symmetry"} <= set(r)
+    assert all(np.isfinite(v) for k, v in r.items() if isinstance(v, float))
+  # Schedule (runlocal): branch 2 updated from step 10, branch 1 frozen from step 40.
+  assert [r["psp_active"] for r in rows] == [1.0] * 40 + [0.0] * 10
+  assert [r["tri_active"] for r in rows] == [0.0] * 10 + [1.0] * 40
+  psp = _series(rows, "psp_pixel", 1, 40)
+  assert np.mean(psp[-8:]) < 0.7 * np.mean(psp[:5]), psp
+  tri = _series(rows, "tri_pixel", 1, 50)
+  assert np.mean(tri[-8:]) < 0.7 * np.mean(tri[:5]), tri
+
+
+@pytest.mark.slow
+@train_run
+def test_branch_one_frozen_while_branch_two_trains(run):
+  d = run["digests"]
+  # Steps 40..49 run with branch 1 frozen: its weights are bit-identical, branch 2's move.
+  assert d["40"]["psp"] == d["50"]["psp"]
+  assert d["40"]["triplane"] != d["50"]["triplane"]
+  # Before step 10 branch 2 is not updated; after it both move.
+  assert d["10"]["triplane"] != d["20"]["triplane"] and d["10"]["psp"] != d["20"]["psp"]
+
+
+@pytest.mark.slow
+@train_run
+def test_resume_is_bit_exact(run):
+  assert run["resumed_digest"] == run["digests"][str(STEPS)]
+  a = {r["step"]: r for r in run["metrics"]}
+  for r in run["resumed_metrics"]:
+    assert r == a[r["step"]]
+  assert [r["step"] for r in run["resumed_metrics"]][-1] == STEPS
+
+
+def test_config_fields_and_presets():
+  c = tpn_config.get_config()
+  for f in ("total_steps", "batch_size", "seed", "log_every", "checkpoint_every"):
+    assert f in c
+  assert c.optim.psp.name == c.optim.triplane.name == "ranger"
+  assert c.optim.psp.lr == c.optim.triplane.lr == 1e-4
+  assert (c.schedule.add_triplanenet, c.schedule.stop_psp, c.total_steps) == (20_000, 500_000,
+                                                                               1_500_000)
+  assert c.losses.lpips_psp == 1.0 and c.losses.symmetry_eps < 1e-3
+  assert c.data.synthetic.truncation_psi == 1.0 and c.data.synthetic.flip_prob == 0.5
+  code = tpn_config.get_config("code")
+  assert code.losses.lpips_psp == code.losses.lpips_triplane_mirror == 0.8
+  assert code.losses.symmetry_eps == 1.0
+  local = tpn_config.get_config("runlocal")
+  assert local.runlocal and local.model.size == "small" and local.total_steps == 50
+  with pytest.raises(ValueError, match="unknown args"):
+    tpn_config.get_config("runlocal,typo")
+
+
+def test_build_refuses_bad_schedule_and_missing_files():
+  from jaxinv.train.tasks import build_task
+  c = tpn_config.get_config()
+  with pytest.raises(FileNotFoundError, match="generator.path"):
+    build_task(c)
+  c = tpn_config.get_config("runlocal")
+  c.generator.path = "/nonexistent/G.npz"
+  with pytest.raises(FileNotFoundError, match="no such file"):
+    build_task(c)
+
+
+def test_gated_optimizer_freezes_outside_its_window():
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from jaxinv.train.optimizers import make_optimizer
+  from jaxinv.train.tasks.triplanenet import gated
+  opt = gated(make_optimizer(dict(name="ranger", lr=0.1)), start=2, stop=4)
+  p = {"w": jnp.ones(3)}
+  s = opt.init(p)
+  seen = []
+  for _ in range(6):
+    u, s = opt.update({"w": jnp.ones(3)}, s, p)
+    p = optax.apply_updates(p, u)
+    seen.append(float(p["w"][0]))
+  # Calls 0, 1: inactive; 2, 3: moving; 4, 5: frozen again at exactly the value after call 3.
+  assert seen[0] == seen[1] == 1.0 and seen[2] != 1.0 and seen[3] != seen[2]
+  assert seen[4] == seen[5] == seen[3]
+  assert int(s["count"]) == 6
+
+
+def test_small_stylegan2_discriminator():
+  import jax
+  import jax.numpy as jnp
+  from jaxinv.losses import adversarial
+  from jaxinv.models.stylegan2_discriminator import ResnetDiscriminator, minibatch_std
+  d = ResnetDiscriminator(16, channel_base=128, channel_max=16, mbstd_group_size=2)
+  x = jnp.tanh(jax.random.normal(jax.random.PRNGKey(0), (4, 16, 16, 3)))
+  v = d.init(jax.random.PRNGKey(1), x)
+  logits = d.apply(v, x)
+  assert logits.shape == (4,) and bool(jnp.all(jnp.isfinite(logits)))
+  assert {"fromrgb", "b16_conv0", "b16_conv1", "b16_skip", "b8_skip", "b4_conv", "b4_fc",
+          "b4_out"} <= set(v["params"])
+  r1 = adversarial.r1_penalty(lambda im: d.apply(v, im), x)
+  assert float(r1) > 0
+  # Minibatch std: one extra channel, identical within a group's members' positions.
+  y = minibatch_std(jnp.arange(4 * 2 * 2 * 1, dtype=jnp.float32).reshape(4, 2, 2, 1), 2)
+  assert y.shape == (4, 2, 2, 2)
+  np.testing.assert_allclose(np.asarray(y[0, ..., 1]), np.asarray(y[2, ..., 1]))
+  with pytest.raises(ValueError, match="16"):
+    d.apply(v, jnp.zeros((1, 8, 8, 3)))
