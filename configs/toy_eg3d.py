@@ -37,9 +37,9 @@ lr 1e-3 (b1 0.9, b2 0.99), 100 warm-up steps (without them Adam's first full-siz
 image loss up), cosine decay to 1e-4 over ``total_steps`` = 3000: sized for a shared 2-core CPU,
 not for convergence; more steps (and a larger batch) are the first thing to give it.
 
-Shipped (``jaxinv/assets/toy_eg3d.json``): only 75 steps fitted in this session (a 2-core CPU
-shared by 8 jobs, ~30-60 s per step); on 8 held-out scenes x yaws {0, +-0.4, +-0.8}: PSNR 13.9 dB
-(target 26), foreground depth L1 0.042 = 1.56 % of the radius (target 1 %). Train it longer.
+Shipped (``jaxinv/assets/toy_eg3d.json``): only 95 steps fitted in this session (a 2-core CPU
+shared by 8 jobs, ~30-60 s per step); on 8 held-out scenes x yaws {0, +-0.4, +-0.8}: PSNR 17.0 dB
+(target 26), foreground depth L1 0.035 = 1.30 % of the radius (target 1 %). Train it longer.
 
 ``runlocal``: the same model and losses, batch 2 (one scene, two views), 8 + 8 samples per ray,
 16 px neural rendering, 3 steps.
