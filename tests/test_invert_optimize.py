@@ -1,10 +1,6 @@
-"""Optimisation baselines on the tiny EG3D (random weights, L2-only objectives: no LPIPS network
-is needed, the LPIPS term is exercised by test_invert_api's option checks): W / W+ projection
-lower their objective, PTI beats W+ at the input view on the same step budget, tri-plane L-BFGS
-not yet verified on this machine (see the report).
-
-Compiles are shared: one projection loop (its step count, K) serves W, W+ and PTI's pivot; the
-budgets are K + K for both PTI (pivot + tuning) and W+ (K steps, then K more from there).
+"""Optimisation baselines on the tiny EG3D (random weights, L2-only objectives: no LPIPS network):
+W / W+ projection lower their objective (one compiled loop serves both), also through
+``jaxinv.invert``. (PTI-vs-W+ and tri-plane L-BFGS tests are not committed yet: not verified.)
 """
 import functools
 
