@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
-               include_roll: bool = True, refine=None, weights_path=None, return_info: bool = False):
+               include_roll: bool = True, refine=None, weights_path=None, return_info: bool = False,
+               stabilize: bool = True):
   """Photo in: the EG3D-aligned face crop and its 25-number camera label.
 
   Detects faces with MTCNN (weights from the ``mtcnn`` wheel: ``pip install "jaxinv[faces]"``),
@@ -26,6 +27,10 @@ def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
       installed ``mtcnn`` package's, found without importing it).
     return_info: also return a ``FaceInfo`` (box, landmarks, confidence, number of faces,
       yaw/pitch/roll in radians, fit error, alignment).
+    stabilize: refine the detector's landmarks (O-Net averaged over shifted boxes at its own
+      fixed point) so that the crop and the pose do not change with the file's encoding
+      (PNG / JPEG / a resize: spread 0.24 instead of 5.5 degrees on fixtures/faces, ~0.1 s
+      more per photo). ``False`` keeps the landmarks exactly as EG3D's MTCNN gives them.
   Returns:
     ``(crop uint8 [S, S, 3], c float32 [25])`` (plus ``info`` when ``return_info``).
   Raises:
@@ -34,7 +39,7 @@ def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
   from jaxinv.preprocess import pipeline
   return pipeline.preprocess(image, output_size=output_size, min_confidence=min_confidence,
                              include_roll=include_roll, refine=refine, weights_path=weights_path,
-                             return_info=return_info)
+                             return_info=return_info, stabilize=stabilize)
 
 
 def load_encoder(path, encoder_type: str | None = None):

@@ -550,6 +550,161 @@ def detect_faces(image: np.ndarray, params: dict | None = None, *, min_face_size
   return Detections(boxes, rows[:, 4].copy(), landmarks)
 
 
+# ----------------------------------------------------------------------------------------------
+# Landmark refinement: O-Net at its own fixed point, averaged over shifted boxes.
+
+# Defaults of :func:`refine_landmarks`, chosen on fixtures/faces (bench/pose_stability.py).
+REFINE_SHIFTS = (-0.1, -0.1 / 3, 0.1 / 3, 0.1)  # box offsets in x and y, fractions of its side
+REFINE_ITERATIONS = 3
+REFINE_BLUR = 0.5  # Gaussian sigma in O-Net input pixels (box side / 48)
+
+
+class Refined(NamedTuple):
+  """One face after :func:`refine_landmarks`: box [4] (x1, y1, x2, y2, square), landmarks
+  [5, 2] (x, y) pixels (as :class:`Detections`), score (mean O-Net face probability of the
+  last round), iterations run."""
+  box: np.ndarray
+  landmarks: np.ndarray
+  score: float
+  iterations: int
+
+
+def _gaussian_kernel(sigma: float) -> np.ndarray:
+  r = max(int(np.ceil(3 * sigma)), 1)
+  k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+  return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+  """Separable Gaussian blur of ``img: [H, W, C]`` float32, edges replicated."""
+  if sigma <= 0:
+    return img
+  k = _gaussian_kernel(sigma)
+  r = len(k) // 2
+  out = np.asarray(img, np.float32)
+  for axis in (0, 1):
+    pad = [(0, 0)] * out.ndim
+    pad[axis] = (r, r)
+    x = np.moveaxis(np.pad(out, pad, mode="edge"), axis, 0)
+    n = out.shape[axis]
+    acc = k[0] * x[:n]
+    for i in range(1, len(k)):
+      acc += k[i] * x[i:i + n]
+    out = np.moveaxis(acc, 0, axis)
+  return np.ascontiguousarray(out)
+
+
+def _sample_patches(img: np.ndarray, origin: tuple[int, int], boxes: np.ndarray,
+                    size: int) -> np.ndarray:
+  """Bilinear samples at the centres of a ``size``^2 grid of pixels covering each box.
+
+  ``img`` is a window of the photo whose top-left pixel is photo pixel ``origin`` (x, y);
+  ``boxes`` are (x1, y1, x2, y2) photo pixels, covering pixels x1 - 1 .. x2 - 1 as the detector
+  cuts them (width x2 - x1 + 1). Outside the photo the samples are 0 (as ``crop_and_resize``).
+  Returns [N, size, size, C] float32.
+  """
+  h, w = img.shape[:2]
+  t = (np.arange(size) + 0.5) / size
+
+  def coords(lo, hi, o, n):
+    p = (lo[:, None] - 1) + t[None, :] * (hi - lo + 1)[:, None] - 0.5 - o
+    ok = (p >= 0) & (p <= n - 1)
+    p = np.clip(p, 0, n - 1)
+    i0 = np.floor(p).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, (p - i0).astype(np.float32), ok
+
+  y0, y1, fy, oky = coords(boxes[:, 1], boxes[:, 3], origin[1], h)
+  x0, x1, fx, okx = coords(boxes[:, 0], boxes[:, 2], origin[0], w)
+  r0, r1, c0, c1 = y0[:, :, None], y1[:, :, None], x0[:, None, :], x1[:, None, :]
+  fxe = fx[:, None, :, None]
+  top = img[r0, c0] + (img[r0, c1] - img[r0, c0]) * fxe
+  bot = img[r1, c0] + (img[r1, c1] - img[r1, c0]) * fxe
+  out = top + (bot - top) * fy[:, :, None, None]
+  return np.where((oky[:, :, None] & okx[:, None, :])[..., None], out, 0).astype(np.float32)
+
+
+def _square_box(box: np.ndarray) -> tuple[float, float, float]:
+  x1, y1, x2, y2 = np.asarray(box, np.float64)[:4]
+  return (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)
+
+
+def refine_landmarks(image: np.ndarray, box: np.ndarray, params: dict | None = None, *,
+                     shifts: Sequence[float] = REFINE_SHIFTS,
+                     iterations: int = REFINE_ITERATIONS, blur: float = REFINE_BLUR,
+                     tolerance: float = 1e-3, weights_path=None) -> Refined:
+  """Landmarks of one face that do not depend on the detector's exact box or the file encoding.
+
+  O-Net's landmarks move by several pixels when its input box moves by one, and the box that
+  P-Net and R-Net hand over changes with JPEG noise or a resize: the camera pose read from the
+  landmarks moved by up to 5.5 degrees between encodings of one photo. Here O-Net runs on a
+  ``len(shifts)^2`` grid of shifted copies of the box, on an image blurred to O-Net's input
+  resolution (sigma = ``blur`` O-Net pixels; without it the 48 x 48 resampling aliases), and the
+  mean of its box regressions becomes the next box; after ``iterations`` rounds (or once the box
+  moves by less than ``tolerance`` of its side) the landmarks are the mean over the last grid.
+  Deterministic; costs ``iterations * len(shifts)^2`` O-Net patches (48 by default).
+
+  Args:
+    image: [H, W, 3] uint8 RGB.
+    box: the detector's box (x1, y1, x2, y2, ...) pixels, e.g. ``Detections.boxes[i]``.
+    params: from :func:`load_params` (loaded from ``weights_path`` / the installed wheel if None).
+  Returns:
+    :class:`Refined`.
+  """
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"image: expected [H, W, 3] RGB, got shape {image.shape}")
+  if iterations < 1 or len(shifts) < 1:
+    raise ValueError("refine_landmarks: needs at least one iteration and one shift")
+  if params is None:
+    params = load_params(weights_path)
+  h, w = image.shape[:2]
+  cx, cy, side = _square_box(box)
+  if not (np.isfinite([cx, cy, side]).all() and side > 0):
+    raise ValueError(f"box: degenerate {np.asarray(box).tolist()}")
+  sigma = blur * side / 48
+  need = int(np.ceil(3 * sigma)) + 2  # blur support + bilinear neighbour
+  offsets = np.array([(dx, dy) for dy in shifts for dx in shifts], np.float64)
+  valid = None  # photo region where the blurred window equals a blur of the whole photo
+  landmarks, score = None, 0.0
+  for it in range(1, iterations + 1):
+    centres = np.array([cx, cy]) + offsets * side
+    boxes = np.concatenate([centres - side / 2, centres + side / 2], axis=-1)
+    lo, hi = boxes[:, :2].min(0) - 2, boxes[:, 2:].max(0)
+    if valid is None or np.any(lo < valid[0]) or np.any(hi > valid[1]):
+      # Blur a window around the boxes only, with room for the box to move; cut again only if
+      # the box leaves it. Where the window meets the photo's edge, edge replication is exact.
+      margin = need + 0.5 * side
+      wlo = np.clip(np.floor(lo - margin), 0, [w, h]).astype(np.int64)
+      whi = np.clip(np.ceil(hi + margin), 0, [w, h]).astype(np.int64)
+      if np.any(whi - wlo < 2):  # the box left the photo
+        if landmarks is None:
+          raise ValueError(f"box: outside the {w}x{h} image: {np.asarray(box).tolist()}")
+        break
+      pixels = (image[wlo[1]:whi[1], wlo[0]:whi[0]].astype(np.float32) - 127.5) / 128.0
+      blurred = gaussian_blur(pixels, sigma)
+      origin = (int(wlo[0]), int(wlo[1]))
+      valid = (np.where(wlo > 0, wlo + need, -np.inf), np.where(whi < [w, h], whi - need, np.inf))
+    n = len(boxes)
+    nb = max(16, 1 << (n - 1).bit_length())  # the batch sizes _run_stage compiles for
+    patches = np.zeros((nb, 48, 48, 3), np.float32)
+    patches[:n] = _sample_patches(blurred, origin, boxes, 48)
+    reg, lms, prob = [np.asarray(o, np.float64)[:n]
+                      for o in _stage_fn("onet")(params["onet"], jnp.asarray(patches))]
+    bw = boxes[:, 2:3] - boxes[:, 0:1] + 1
+    bh = boxes[:, 3:4] - boxes[:, 1:2] + 1
+    landmarks = np.stack([bw * lms[:, :5] + boxes[:, 0:1] - 1,
+                          bh * lms[:, 5:] + boxes[:, 1:2] - 1], axis=-1).mean(0)
+    score = float(prob.mean())
+    ncx, ncy, nside = _square_box(_regress(boxes, reg).mean(0))
+    moved = max(abs(ncx - cx), abs(ncy - cy), abs(nside - side)) / side
+    cx, cy, side = ncx, ncy, nside
+    if moved < tolerance:
+      break
+  half = side / 2
+  return Refined(np.array([cx - half, cy - half, cx + half, cy + half]), landmarks, score, it)
+
+
 def pick_largest(dets: Detections, min_confidence: float = 0.9) -> int:
   """Index of the largest face (by box width + height) among those above ``min_confidence``.
 
