@@ -5,6 +5,8 @@ and a 0.9x resize of each of those (6 variants); report per face the spread (max
 variants, degrees) and the error of the PNG estimate against the official label.
 
   python bench/pose_stability.py            # writes bench/results/pose_stability.{json,md}
+
+Both with the landmark refinement (the default) and without it (``stabilize=False``).
 """
 from __future__ import annotations
 
@@ -35,16 +37,21 @@ def variants(img: Image.Image) -> dict:
   return out
 
 
-def main():
+def measure(labels, stabilize: bool) -> tuple[list, dict]:
+  """Per-face rows and the summary for one setting of ``jaxinv.preprocess(stabilize=...)``."""
   import jaxinv
   from jaxinv.preprocess import pose
-  labels = dict(json.loads((FACES / "dataset.json").read_text())["labels"])
-  rows, t0 = [], time.time()
+  rows, wall, cpu = [], [], []
+  jaxinv.preprocess(np.asarray(Image.open(FACES / sorted(labels)[0]).convert("RGB")),
+                    stabilize=stabilize)  # compile outside the timings
   for name in sorted(labels):
     ref = np.degrees(pose.angles_from_label(np.asarray(labels[name], np.float64))[:2])
     est = {}
     for k, a in variants(Image.open(FACES / name).convert("RGB")).items():
-      _, _, info = jaxinv.preprocess(a, return_info=True)
+      t, c = time.perf_counter(), time.process_time()
+      _, _, info = jaxinv.preprocess(a, return_info=True, stabilize=stabilize)
+      wall.append(time.perf_counter() - t)
+      cpu.append(time.process_time() - c)
       est[k] = np.degrees([info.pose.yaw, info.pose.pitch])
     e = np.stack(list(est.values()))
     spread = e.max(0) - e.min(0)
@@ -54,29 +61,60 @@ def main():
                  "err_yaw_png": round(float(abs(est["png"][0] - ref[0])), 2),
                  "err_pitch_png": round(float(abs(est["png"][1] - ref[1])), 2),
                  "variants": {k: [round(float(x), 2) for x in v] for k, v in est.items()}})
-    print(rows[-1]["file"], rows[-1]["spread_yaw"], rows[-1]["spread_pitch"], flush=True)
+    print(stabilize, rows[-1]["file"], rows[-1]["spread_yaw"], rows[-1]["spread_pitch"], flush=True)
   worst = max(rows, key=lambda r: max(r["spread_yaw"], r["spread_pitch"]))
   summary = {
+      "stabilize": stabilize,
       "worst_spread_deg": max(worst["spread_yaw"], worst["spread_pitch"]), "worst_file": worst["file"],
       "median_spread_deg": float(np.median([max(r["spread_yaw"], r["spread_pitch"]) for r in rows])),
       "mean_err_yaw_png": round(float(np.mean([r["err_yaw_png"] for r in rows])), 2),
       "mean_err_pitch_png": round(float(np.mean([r["err_pitch_png"] for r in rows])), 2),
-      "seconds": round(time.time() - t0, 1), "load_avg": os.getloadavg(),
-      "machine": platform.platform(), "python": sys.version.split()[0]}
+      "max_err_yaw_png": round(float(np.max([r["err_yaw_png"] for r in rows])), 2),
+      "max_err_pitch_png": round(float(np.max([r["err_pitch_png"] for r in rows])), 2),
+      "seconds_per_photo_wall_median": round(float(np.median(wall)), 3),
+      "seconds_per_photo_cpu_median": round(float(np.median(cpu)), 3)}
+  return rows, summary
+
+
+def main():
+  labels = dict(json.loads((FACES / "dataset.json").read_text())["labels"])
+  t0 = time.time()
+  rows, summary = measure(labels, stabilize=True)
+  rows_raw, summary_raw = measure(labels, stabilize=False)
+  env = {"seconds": round(time.time() - t0, 1), "load_avg": os.getloadavg(),
+         "cpus": os.cpu_count(), "machine": platform.platform(), "python": sys.version.split()[0]}
   out = REPO / "bench" / "results"
   out.mkdir(parents=True, exist_ok=True)
-  (out / "pose_stability.json").write_text(json.dumps({"summary": summary, "faces": rows}, indent=1))
+  (out / "pose_stability.json").write_text(json.dumps(
+      {"summary": summary, "summary_unstabilized": summary_raw, "env": env, "faces": rows,
+       "faces_unstabilized": rows_raw}, indent=1))
+  by_name = {r["file"]: r for r in rows_raw}
+
+  def line(s):
+    return (f"worst spread {s['worst_spread_deg']} deg ({s['worst_file']}), median "
+            f"{s['median_spread_deg']:.2f} deg; error of the PNG estimate vs the official labels "
+            f"yaw {s['mean_err_yaw_png']} / pitch {s['mean_err_pitch_png']} deg mean (max "
+            f"{s['max_err_yaw_png']} / {s['max_err_pitch_png']}); "
+            f"{s['seconds_per_photo_wall_median']} s per photo "
+            f"({s['seconds_per_photo_cpu_median']} s CPU), median")
+
   md = ["# Pose stability across encodings (PNG, JPEG q95/q75, each also at 0.9x)", "",
-        f"Spread = max - min over the 6 variants, degrees. Worst {summary['worst_spread_deg']} deg "
-        f"({summary['worst_file']}), median {summary['median_spread_deg']:.2f} deg. Error of the PNG "
-        f"estimate vs the official labels: yaw {summary['mean_err_yaw_png']}, pitch "
-        f"{summary['mean_err_pitch_png']} deg (mean). `python bench/pose_stability.py`.", "",
-        "| file | ref yaw | ref pitch | png yaw | png pitch | spread yaw | spread pitch |",
-        "|---|---|---|---|---|---|---|"]
+        "Spread = max - min over the 6 variants of each crop in fixtures/faces, degrees. "
+        "`python bench/pose_stability.py`.", "",
+        f"- `jaxinv.preprocess` (default, `stabilize=True`): {line(summary)}.",
+        f"- `stabilize=False` (the detector's landmarks, as before issue 16 item 5): "
+        f"{line(summary_raw)}.", "",
+        f"{env['cpus']} CPUs shared with other jobs (load average {env['load_avg'][0]:.1f} at the "
+        "end): timings are noisy. Seconds per photo: one warm `jaxinv.preprocess` call on a 512 "
+        "or 461 px crop (detection, refinement, alignment, pose).", "",
+        "| file | ref yaw | ref pitch | png yaw | png pitch | spread yaw | spread pitch | "
+        "spread yaw, unstabilized | spread pitch, unstabilized |",
+        "|---|---|---|---|---|---|---|---|---|"]
   md += [f"| {r['file']} | {r['ref_yaw']} | {r['ref_pitch']} | {r['png_yaw']} | {r['png_pitch']} | "
-         f"{r['spread_yaw']} | {r['spread_pitch']} |" for r in rows]
+         f"{r['spread_yaw']} | {r['spread_pitch']} | {by_name[r['file']]['spread_yaw']} | "
+         f"{by_name[r['file']]['spread_pitch']} |" for r in rows]
   (out / "pose_stability.md").write_text("\n".join(md) + "\n")
-  print(json.dumps(summary))
+  print(json.dumps({"stabilized": summary, "unstabilized": summary_raw, "env": env}))
 
 
 if __name__ == "__main__":

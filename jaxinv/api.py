@@ -29,8 +29,8 @@ def preprocess(image, *, output_size: int = 512, min_confidence: float = 0.9,
       yaw/pitch/roll in radians, fit error, alignment).
     stabilize: refine the detector's landmarks (O-Net averaged over shifted boxes at its own
       fixed point) so that the crop and the pose do not change with the file's encoding
-      (PNG / JPEG / a resize: spread 0.24 instead of 5.5 degrees on fixtures/faces, ~0.1 s
-      more per photo). ``False`` keeps the landmarks exactly as EG3D's MTCNN gives them.
+      (PNG / JPEG / a resize: spread 0.15 instead of 5.5 degrees on fixtures/faces, ~0.08 s
+      more CPU per photo). ``False`` keeps the landmarks exactly as EG3D's MTCNN gives them.
   Returns:
     ``(crop uint8 [S, S, 3], c float32 [25])`` (plus ``info`` when ``return_info``).
   Raises:

@@ -557,6 +557,7 @@ def detect_faces(image: np.ndarray, params: dict | None = None, *, min_face_size
 REFINE_SHIFTS = (-0.1, -0.1 / 3, 0.1 / 3, 0.1)  # box offsets in x and y, fractions of its side
 REFINE_ITERATIONS = 3
 REFINE_BLUR = 0.5  # Gaussian sigma in O-Net input pixels (box side / 48)
+REFINE_WORK_SIDE = 160  # larger faces are area-resampled to a box of this many pixels first
 
 
 class Refined(NamedTuple):
@@ -594,34 +595,60 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
   return np.ascontiguousarray(out)
 
 
-def _sample_patches(img: np.ndarray, origin: tuple[int, int], boxes: np.ndarray,
-                    size: int) -> np.ndarray:
+def _sample_patches(img: np.ndarray, origin: tuple[int, int], scale: tuple[float, float],
+                    photo_size: tuple[int, int], boxes: np.ndarray, size: int) -> np.ndarray:
   """Bilinear samples at the centres of a ``size``^2 grid of pixels covering each box.
 
-  ``img`` is a window of the photo whose top-left pixel is photo pixel ``origin`` (x, y);
-  ``boxes`` are (x1, y1, x2, y2) photo pixels, covering pixels x1 - 1 .. x2 - 1 as the detector
-  cuts them (width x2 - x1 + 1). Outside the photo the samples are 0 (as ``crop_and_resize``).
-  Returns [N, size, size, C] float32.
+  ``img`` is a window of the photo starting at photo pixel ``origin`` (x, y), resampled by
+  ``scale`` (x, y) (window pixel j covers photo pixels [j, j + 1) / scale from the origin's edge);
+  ``photo_size`` is (W, H). ``boxes`` are (x1, y1, x2, y2) photo pixels covering pixels
+  x1 - 1 .. x2 - 1, as the detector cuts them (width x2 - x1 + 1). Outside the photo the
+  samples are 0 (as ``crop_and_resize``). Returns [N, size, size, C] float32.
   """
-  h, w = img.shape[:2]
   t = (np.arange(size) + 0.5) / size
 
-  def coords(lo, hi, o, n):
-    p = (lo[:, None] - 1) + t[None, :] * (hi - lo + 1)[:, None] - 0.5 - o
-    ok = (p >= 0) & (p <= n - 1)
-    p = np.clip(p, 0, n - 1)
-    i0 = np.floor(p).astype(np.int64)
+  def coords(lo, hi, o, scale, n_photo, n):
+    p = (lo[:, None] - 1) + t[None, :] * (hi - lo + 1)[:, None] - 0.5  # photo pixels
+    ok = (p >= 0) & (p <= n_photo - 1)
+    q = np.clip((p - o + 0.5) * scale - 0.5, 0, n - 1)  # window pixels
+    i0 = np.floor(q).astype(np.int64)
     i1 = np.minimum(i0 + 1, n - 1)
-    return i0, i1, (p - i0).astype(np.float32), ok
+    return i0, i1, (q - i0).astype(np.float32), ok
 
-  y0, y1, fy, oky = coords(boxes[:, 1], boxes[:, 3], origin[1], h)
-  x0, x1, fx, okx = coords(boxes[:, 0], boxes[:, 2], origin[0], w)
+  y0, y1, fy, oky = coords(boxes[:, 1], boxes[:, 3], origin[1], scale[1], photo_size[1],
+                          img.shape[0])
+  x0, x1, fx, okx = coords(boxes[:, 0], boxes[:, 2], origin[0], scale[0], photo_size[0],
+                          img.shape[1])
   r0, r1, c0, c1 = y0[:, :, None], y1[:, :, None], x0[:, None, :], x1[:, None, :]
   fxe = fx[:, None, :, None]
   top = img[r0, c0] + (img[r0, c1] - img[r0, c0]) * fxe
   bot = img[r1, c0] + (img[r1, c1] - img[r1, c0]) * fxe
   out = top + (bot - top) * fy[:, :, None, None]
   return np.where((oky[:, :, None] & okx[:, None, :])[..., None], out, 0).astype(np.float32)
+
+
+def _blurred_window(image: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: float,
+                    sigma: float):
+  """Photo pixels [lo, hi) (x, y; clipped to the photo), area-resampled by ``scale`` <= 1,
+  normalized as the nets expect and blurred by ``sigma`` photo pixels. Returns (window
+  [h, w, 3] float32, origin (x, y), scales, valid (lo, hi)): inside ``valid`` the window equals the
+  same filtering of the whole photo (edges replicated), up to the phase of the resampling grid
+  (anchored at the window's corner; the blur makes it negligible); scales (x, y) are the exact
+  window / photo pixel ratios."""
+  ph, pw = image.shape[:2]
+  # generous: the blur's support plus the resampling's and bilinear's neighbours, in photo px
+  need = int(np.ceil((3 * sigma + 2) / scale)) + 2
+  wlo = np.clip(np.floor(lo) - need, 0, [pw, ph]).astype(np.int64)
+  whi = np.clip(np.ceil(hi) + need, 0, [pw, ph]).astype(np.int64)
+  pixels = (image[wlo[1]:whi[1], wlo[0]:whi[0]].astype(np.float32) - 127.5) / 128.0
+  scales = (1.0, 1.0)
+  if scale < 1:
+    n = np.maximum(np.round((whi - wlo) * scale), 1).astype(np.int64)
+    pixels = area_resize(pixels, int(n[1]), int(n[0]))
+    scales = tuple(float(x) for x in n / (whi - wlo))
+  window = gaussian_blur(pixels, sigma * scale)
+  valid = (np.where(wlo > 0, wlo + need, -np.inf), np.where(whi < [pw, ph], whi - need, np.inf))
+  return window, (int(wlo[0]), int(wlo[1])), scales, valid
 
 
 def _square_box(box: np.ndarray) -> tuple[float, float, float]:
@@ -663,32 +690,29 @@ def refine_landmarks(image: np.ndarray, box: np.ndarray, params: dict | None = N
   if not (np.isfinite([cx, cy, side]).all() and side > 0):
     raise ValueError(f"box: degenerate {np.asarray(box).tolist()}")
   sigma = blur * side / 48
-  need = int(np.ceil(3 * sigma)) + 2  # blur support + bilinear neighbour
+  # Larger faces are first area-resampled so that the box is REFINE_WORK_SIDE pixels wide
+  # (3.3 per O-Net pixel): the cost does not grow with the face's size in pixels, and the
+  # nets see the same input at any photo resolution.
+  scale = min(1.0, REFINE_WORK_SIDE / side)
   offsets = np.array([(dx, dy) for dy in shifts for dx in shifts], np.float64)
-  valid = None  # photo region where the blurred window equals a blur of the whole photo
+  valid = None
   landmarks, score = None, 0.0
   for it in range(1, iterations + 1):
     centres = np.array([cx, cy]) + offsets * side
     boxes = np.concatenate([centres - side / 2, centres + side / 2], axis=-1)
     lo, hi = boxes[:, :2].min(0) - 2, boxes[:, 2:].max(0)
+    if not (np.all(hi > 0) and np.all(lo < [w, h])):  # the box left the photo
+      if landmarks is None:
+        raise ValueError(f"box: outside the {w}x{h} image: {np.asarray(box).tolist()}")
+      break
     if valid is None or np.any(lo < valid[0]) or np.any(hi > valid[1]):
-      # Blur a window around the boxes only, with room for the box to move; cut again only if
-      # the box leaves it. Where the window meets the photo's edge, edge replication is exact.
-      margin = need + 0.5 * side
-      wlo = np.clip(np.floor(lo - margin), 0, [w, h]).astype(np.int64)
-      whi = np.clip(np.ceil(hi + margin), 0, [w, h]).astype(np.int64)
-      if np.any(whi - wlo < 2):  # the box left the photo
-        if landmarks is None:
-          raise ValueError(f"box: outside the {w}x{h} image: {np.asarray(box).tolist()}")
-        break
-      pixels = (image[wlo[1]:whi[1], wlo[0]:whi[0]].astype(np.float32) - 127.5) / 128.0
-      blurred = gaussian_blur(pixels, sigma)
-      origin = (int(wlo[0]), int(wlo[1]))
-      valid = (np.where(wlo > 0, wlo + need, -np.inf), np.where(whi < [w, h], whi - need, np.inf))
+      # A window around the boxes with room for the box to move; cut again only if it leaves.
+      room = 0.5 * side
+      blurred, origin, scales, valid = _blurred_window(image, lo - room, hi + room, scale, sigma)
     n = len(boxes)
     nb = max(16, 1 << (n - 1).bit_length())  # the batch sizes _run_stage compiles for
     patches = np.zeros((nb, 48, 48, 3), np.float32)
-    patches[:n] = _sample_patches(blurred, origin, boxes, 48)
+    patches[:n] = _sample_patches(blurred, origin, scales, (w, h), boxes, 48)
     reg, lms, prob = [np.asarray(o, np.float64)[:n]
                       for o in _stage_fn("onet")(params["onet"], jnp.asarray(patches))]
     bw = boxes[:, 2:3] - boxes[:, 0:1] + 1

@@ -90,9 +90,10 @@ def preprocess_image(image, *, output_size: int = 512, min_confidence: float = 0
 
   ``stabilize``: refine the landmarks (:func:`stable_landmarks`) so that the crop and the pose
   do not depend on the file's encoding (PNG vs JPEG, a resize): yaw/pitch spread over such
-  copies of a photo 0.24 instead of 5.5 degrees on fixtures/faces, for about 0.1 s more per
-  photo (bench/results/pose_stability.md). ``False``: the detector's landmarks, as EG3D's
-  ``batch_mtcnn.py`` writes them.
+  copies of a photo at most 0.15 instead of 5.5 degrees on fixtures/faces, and a smaller error
+  against the official labels, for about 0.08 s more CPU per photo (0.20 -> 0.28 s for a
+  512 px photo; bench/results/pose_stability.md). ``False``: the detector's landmarks, as
+  EG3D's ``batch_mtcnn.py`` writes them.
 
   Raises:
     mtcnn.NoFaceError: no face above ``min_confidence``.

@@ -8,10 +8,14 @@ intrinsics. The fitted camera's position (direction from the world origin, as EG
 keeps it) gives yaw and pitch, its rotation the roll; the label is the look-at camera at radius 2.7
 aimed at (0, 0, 0.2) from that direction, rolled as measured.
 
-Accuracy on ``fixtures/faces`` (13 crops with official labels): yaw error mean 2.6 / max 8.9
-degrees, pitch mean 4.2 / max 9.8 degrees, roll mean 1.1 degrees. Five points against a mean face
-cannot see individual nose/mouth proportions, which is what limits pitch; ``refine`` is the hook
-for a render-based fit.
+Accuracy on ``fixtures/faces`` (13 crops with official labels, ``bench/pose_stability.py``) with
+the landmarks ``jaxinv.preprocess`` uses by default (``mtcnn.refine_landmarks``): yaw error mean
+2.4 / max 8.1 degrees, pitch mean 2.5 / max 7.6, roll mean 1.1 / max 3.3; re-encoding a crop
+(JPEG q95/q75, a 0.9x resize) moves yaw and pitch by at most 0.15 degrees. With the detector's
+raw landmarks (``stabilize=False``): yaw 2.6 / 8.9, pitch 4.2 / 9.8, roll 1.1 / 1.9, and up to
+5.5 degrees between encodings. Five points against a mean face cannot see individual
+nose/mouth proportions, which is what limits the accuracy; ``refine`` is the hook for a
+render-based fit.
 
 Conventions (``fixtures/README.md`` section 4): cam2world with OpenCV camera axes (+x right,
 +y down, +z forward), world y-up; yaw = atan2(x, z) and pitch = asin(y / r) of the camera
