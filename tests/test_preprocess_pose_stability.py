@@ -139,3 +139,17 @@ def test_resampled_blurred_window_keeps_photo_coordinates(scale):
   want = (px[None, :] + 2 * py[:, None] - 127.5) / 128
   # exact at scale 1; resampled, pixels are steps, not a ramp: within 0.13 photo px
   np.testing.assert_allclose(got, want, atol=1e-5 if scale == 1 else 1e-3)
+
+
+def test_refinement_that_wanders_off_falls_back_to_the_detector(monkeypatch):
+  box = np.array([100.0, 100.0, 200.0, 200.0])
+  lm = np.arange(10, dtype=np.float64).reshape(5, 2) + 130
+  good = np.full((5, 2), 150.0)
+  cases = [(box + 2, 0.99, good),  # settled near the detector's box: refined landmarks
+           (box + 60, 0.99, lm),  # moved by more than a quarter of the side
+           (np.array([80.0, 80.0, 240.0, 240.0]), 0.99, lm),  # 1.6x larger
+           (box, 0.2, lm)]  # O-Net no longer sees a face
+  for ref_box, score, want in cases:
+    monkeypatch.setattr(mtcnn, "refine_landmarks",
+                        lambda *a, **k: mtcnn.Refined(ref_box, good, score, 3))
+    np.testing.assert_array_equal(pipeline.stable_landmarks(None, box, lm, {}), want)

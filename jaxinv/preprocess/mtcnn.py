@@ -11,6 +11,10 @@ TensorFlow is an optional extra of that wheel and is never needed here. We locat
 importing the package (its ``__init__`` imports TensorFlow) and read them with an allow-listed
 unpickler that executes nothing from the file.
 
+``refine_landmarks`` is our addition (not in the reference): O-Net re-run on shifted boxes of an
+anti-aliased photo until its box regression settles, so that the landmarks, and the camera pose
+read from them, do not change with the file's encoding; ``jaxinv.preprocess`` uses it by default.
+
 Pixel conventions: images are uint8 RGB ``[H, W, 3]``; box coordinates ``(x1, y1, x2, y2)`` and
 landmarks ``(x, y)`` are in pixels of that image, in the detector's own convention (no half-pixel
 shift). Landmarks are ordered left eye, right eye, nose, mouth left, mouth right, "left" meaning
