@@ -3,6 +3,7 @@
   python bench/train_step.py --upstream pixel2style2pixel=/tmp/up/psp \
       --upstream preim3d=/tmp/up/preim3d --upstream eg3d=/tmp/up/eg3d/eg3d \
       [--tasks psp,preim3d] [--steps 4] [--batch 2] [--generator tiny|ffhq512_slim] [--threads 2]
+  python bench/train_step.py --render bench/results/train_step_cpu    # the .md from the .json
 
 (run it with a Python that has torch + torchvision next to jaxinv, e.g. a venv made with
 ``--system-site-packages``). Writes ``bench/results/train_step_cpu.{json,md}``.
@@ -480,27 +481,56 @@ def _fmt_load(x):
   return "/".join(f"{v:.1f}" for v in x)
 
 
+UPSTREAM_COMMITS = {"pixel2style2pixel": "eladrich/pixel2style2pixel @ 5cfff385",
+                    "preim3d": "mybabyyh/Preim3D @ 6f68ad61", "eg3d": "NVlabs/eg3d @ 7cf1fd1e"}
+PSP_MEMORY_NOTE = (
+    "psp: not measured on this machine. The pSp GradualStyleEncoder with EG3D's 14 style heads has "
+    "209,475,060 parameters (838 MB in float32); its parameters, gradients and Ranger's three "
+    "buffers alone are 5 x 838 MB = 4.2 GB per process before any activation, over the ~4 GB per "
+    "process this shared 2-core / 24 GB machine allows. Run `--tasks psp` where memory allows.")
+
+
 def write(rows: dict, a, path_stem: str) -> None:
   import torch  # noqa: F401  (the parent runs in the torch environment; record its version)
   import jax
   meta = dict(machine=platform.platform(), cpus=os.cpu_count(), batch=a.batch, steps=a.steps,
               generator=a.generator, resolution=RES, torch_threads=a.threads,
               torch=sys.modules["torch"].__version__, jax=jax.__version__,
+              upstream={k: UPSTREAM_COMMITS.get(k, v) for k, v in a.upstream.items()},
               command=" ".join(["python", "bench/train_step.py"] + sys.argv[1:]))
-  results = []
+  results, commands = [], []
+  if a.append and os.path.exists(path_stem + ".json"):  # earlier rounds of the same setup
+    old = json.loads(pathlib.Path(path_stem + ".json").read_text())
+    for k in ("batch", "steps", "generator", "resolution", "torch_threads"):
+      if old["meta"][k] != meta[k]:
+        raise SystemExit(f"--append: {path_stem}.json has {k}={old['meta'][k]}, not {meta[k]}")
+    results = old["results"]
+    commands = old["meta"].get("commands", [old["meta"]["command"]])
+  meta["commands"] = commands + [meta["command"]]
   for task, sides in rows.items():
     o, j = sides.get("official"), sides.get("jaxinv")
-    results.append(dict(task=task, official=o, jaxinv=j,
+    results.append(dict(task=task, order=a.order, official=o, jaxinv=j,
                         ratio=(j["s_per_step"] / o["s_per_step"]) if (o and j) else None))
   with open(path_stem + ".json", "w") as f:
     json.dump(dict(meta=meta, results=results), f, indent=1)
+  render(path_stem)
+
+
+def render(path_stem: str) -> None:
+  """``<stem>.md`` from ``<stem>.json``."""
+  d = json.loads(pathlib.Path(path_stem + ".json").read_text())
+  meta, results = d["meta"], d["results"]
   lines = [
       "# Train step on CPU: jaxinv vs the official pSp / PREIM3D coach step (same run)", "",
-      f"{meta['machine']}, {meta['cpus']} CPUs (shared with other sessions), torch "
-      f"{meta['torch']} ({a.threads} threads), jax {meta['jax']}. Batch {a.batch}, encoder input "
-      f"and losses at {RES}x{RES}, EG3D fixture `{a.generator}`; median of {a.steps} timed steps "
-      "after warm-up (PREIM3D: in-domain and real-batch steps alternate; s/step = mean of the two "
-      "medians). No GPU was lent: CPU figures only.", "",
+      f"{meta['machine']}, {meta['cpus']} CPUs (shared with other sessions' tests), torch "
+      f"{meta['torch']} ({meta['torch_threads']} threads), jax {meta['jax']}. Batch "
+      f"{meta['batch']}, encoder input and losses at {meta['resolution']}x{meta['resolution']}, "
+      f"EG3D fixture `{meta['generator']}`, fixture weights on both sides; median of "
+      f"{meta['steps']} timed steps after warm-up (PREIM3D: in-domain and real-batch steps "
+      "alternate 1:1; s/step = mean of the two medians). Official code: "
+      + ", ".join(sorted(set((meta.get("upstream") or UPSTREAM_COMMITS).values())))
+      + ". No GPU was lent: CPU figures only.",
+      "",
       "| task | official s/step | jaxinv s/step | ratio | jaxinv compile s (1st step) | "
       "official steps s | jaxinv steps s | load official (start, end) | load jaxinv (start, end) |"
       " peak RSS MB official / jaxinv |",
@@ -508,20 +538,28 @@ def write(rows: dict, a, path_stem: str) -> None:
   for r in results:
     o, j = r["official"], r["jaxinv"]
     lines.append(
-        f"| {r['task']} | {o['s_per_step']:.2f} | {j['s_per_step']:.2f} | {r['ratio']:.2f} | "
+        f"| {r['task']} ({r.get('order', 'official,jaxinv').replace(',', ' then ')}) | {o['s_per_step']:.2f} | {j['s_per_step']:.2f} | {r['ratio']:.2f} | "
         f"{j['compile_s']:.1f} | {', '.join(f'{t:.2f}' for t in o['step_s'])} | "
         f"{', '.join(f'{t:.2f}' for t in j['step_s'])} | {_fmt_load(o['load_start'])}, "
         f"{_fmt_load(o['load_end'])} | {_fmt_load(j['load_start'])}, {_fmt_load(j['load_end'])} | "
         f"{o['peak_rss_mb']:.0f} / {j['peak_rss_mb']:.0f} |")
     if r["task"] == "preim3d":
-      lines.append(f"| preim3d in-domain / real medians | {o['median_in_domain_s']:.2f} / "
+      lines.append(f"| preim3d in-domain / real-batch medians | {o['median_in_domain_s']:.2f} / "
                    f"{o['median_real_s']:.2f} | {j['median_in_domain_s']:.2f} / "
-                   f"{j['median_real_s']:.2f} | | | | | | | |")
-  lines += ["", "ratio = jaxinv s/step / official s/step (target <= 1.0 on CPU). Load averages are "
-            "1/5/15-minute values. What each step contains and the run-time patches to the official "
-            "code: the docstring of `bench/train_step.py`.", "",
-            f"Reproduce (in a venv with torch + torchvision beside jaxinv): `nice -n 10 "
-            f"{meta['command']}`"]
+                   f"{j['median_real_s']:.2f} | "
+                   f"{j['median_in_domain_s'] / o['median_in_domain_s']:.2f} / "
+                   f"{j['median_real_s'] / o['median_real_s']:.2f} | | | | | | |")
+  lines += ["", "ratio = jaxinv s/step / official s/step (target <= 1.0 on CPU). Steps are listed "
+            "in run order (PREIM3D: in-domain first). Load averages are 1/5/15-minute values. "
+            "Warm-up and build times, per-step losses and the jaxinv encoder-weight source are in "
+            "the JSON. What each step contains and the run-time patches to the official code: the "
+            "docstring of `bench/train_step.py`."]
+  if not any(r["task"] == "psp" for r in results):
+    lines += ["", PSP_MEMORY_NOTE]
+  lines += ["", "Reproduce: official checkouts from GitHub at the commits above (e.g. `git archive` "
+            "into /tmp/up_t/{psp,preim3d,eg3d}), then in a venv with torch + torchvision beside "
+            f"jaxinv: `nice -n 10 {' ; '.join(meta.get('commands', [meta['command']]))}` (re-render this file from the JSON: "
+            "`python bench/train_step.py --render bench/results/train_step_cpu`)."]
   with open(path_stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
 
@@ -537,10 +575,18 @@ def main():
   ap.add_argument("--generator", default="tiny", choices=("tiny", "ffhq512_slim"))
   ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
   ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+  ap.add_argument("--order", default="official,jaxinv", choices=("official,jaxinv",
+                                                                  "jaxinv,official"))
+  ap.add_argument("--append", action="store_true",
+                  help="add this run's rows to an existing train_step_cpu.json (same setup)")
+  ap.add_argument("--render", default="", help="rewrite STEM.md from STEM.json and exit")
   ap.add_argument("--child", default="", help=argparse.SUPPRESS)
   ap.add_argument("--child-out", default="", help=argparse.SUPPRESS)
   a = ap.parse_args()
   a.upstream = dict(u.split("=", 1) for u in a.upstream)
+  if a.render:
+    render(a.render)
+    return
   if a.child:
     _child(a)
     return
@@ -553,7 +599,7 @@ def main():
   stem = os.path.join(a.out, "train_step_cpu")
   rows = {}
   for task in tasks:
-    rows[task] = {side: _run_child(a, side, task) for side in ("official", "jaxinv")}
+    rows[task] = {side: _run_child(a, side, task) for side in a.order.split(",")}
     write(rows, a, stem)
 
 
