@@ -2,7 +2,7 @@
 resampling ops they use, e4e's progressive stages, and clear errors for bad inputs/checkpoints.
 
 The fixtures are full size (pSp: 267 M weights); each network is converted and compiled once per
-module (``_compiled``) and shared by the tests below.
+module (``_outputs``; only small outputs are kept) and shared by the tests below.
 """
 from __future__ import annotations
 
@@ -104,21 +104,25 @@ _CASES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _compiled(fixture: str):
-  """(model, variables, jitted f(x) -> (codes, features)) for one fixture, built once."""
+def _load(fixture: str):
+  """(model, variables) of one fixture. Not cached: a full-size network's variables (pSp: 1 GB)
+  live only as long as the test that needs them, so the module's memory stays at one network."""
   _, sd, _ = encoder_fixture(fixture)
-  model, variables = psp_convert.load_encoder_from_state_dict(sd, _CASES[fixture][0])
-  f = jax.jit(lambda v, x: model.apply(v, x, return_features=True))
-  return model, variables, f
+  return psp_convert.load_encoder_from_state_dict(sd, _CASES[fixture][0])
 
 
 @functools.lru_cache(maxsize=None)
 def _outputs(fixture: str):
+  """Codes and features (small numpy arrays) of the fixture's input, computed once per module;
+  for e4e also the stage-0 codes."""
   _, _, io = encoder_fixture(fixture)
-  model, variables, f = _compiled(fixture)
-  codes, feats = f(variables, jnp.asarray(nchw_to_nhwc(io["x"])))
-  return np.asarray(codes), {k: np.asarray(v) for k, v in feats.items()}
+  model, variables = _load(fixture)
+  x = jnp.asarray(nchw_to_nhwc(io["x"]))
+  codes, feats = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(variables, x)
+  out = {k: np.asarray(v) for k, v in feats.items()}
+  if fixture == "preim3d_e4e_encoder":
+    out["stage0"] = np.asarray(jax.jit(lambda v, x: model.apply(v, x, stage=0))(variables, x))
+  return np.asarray(codes), out
 
 
 @pytest.mark.slow
@@ -145,9 +149,8 @@ def test_e4e_rows_are_w0_plus_deltas():
 @pytest.mark.slow
 def test_e4e_stage0_is_w0_everywhere():
   _, _, io = encoder_fixture("preim3d_e4e_encoder")
-  model, variables, _ = _compiled("preim3d_e4e_encoder")
-  codes = jax.jit(lambda v, x: model.apply(v, x, stage=0))(variables, nchw_to_nhwc(io["x"]))
-  assert_encoder_close(np.asarray(codes), np.repeat(io["w0"][:, None], 14, axis=1), "stage0")
+  _, feats = _outputs("preim3d_e4e_encoder")
+  assert_encoder_close(feats["stage0"], np.repeat(io["w0"][:, None], 14, axis=1), "stage0")
 
 
 @pytest.mark.parametrize("kind,fixture,shape", [
@@ -168,7 +171,7 @@ def test_reference_kinds_signature(kind, fixture, shape):
 
 @pytest.mark.slow
 def test_bad_images_are_refused():
-  model, variables, _ = _compiled("preim3d_wplus_encoder")
+  model, variables = _load("preim3d_wplus_encoder")
   with pytest.raises(ValueError, match="channels-first"):
     model.apply(variables, jnp.zeros((1, 3, 256, 256)))
   with pytest.raises(ValueError, match="multiple of 16"):
