@@ -5,8 +5,10 @@
       [--tasks psp,preim3d] [--steps 4] [--batch 2] [--generator tiny|ffhq512_slim] [--threads 2]
   python bench/train_step.py --render bench/results/train_step_cpu    # the .md from the .json
 
-(run it with a Python that has torch + torchvision next to jaxinv, e.g. a venv made with
-``--system-site-packages``). Writes ``bench/results/train_step_cpu.{json,md}``.
+(run it with a Python that has torch, torchvision, matplotlib, imageio, tensorboard and, for pSp's
+``utils/common.py``, opencv-python-headless next to jaxinv, e.g. a venv made with
+``--system-site-packages``). Writes ``bench/results/train_step_cpu.{json,md}``; ``--order
+jaxinv,official --append`` adds a second round in the other order to the same files.
 
 Per task, one child process runs the official step, then another runs jaxinv's (so their memory
 peaks do not add); both get the same batch size, resolutions, generator and weights:
@@ -62,6 +64,11 @@ by zero) and the weights above.
 The jaxinv step is the loop's (``jaxinv.train.step.make_step_fn`` on ``configs/{psp,preim3d}.py``
 full configs with the paths above), jitted with the state donated; its first call (compile + one
 step) is reported apart. torch runs with ``--threads`` intra-op threads; XLA uses the machine.
+
+Not measured on the 2-core / 24 GB shared machine: ``psp`` (its 209M-parameter encoder needs
+4.2 GB for parameters, gradients and Ranger state alone, over the ~4 GB per process allowed there).
+Its two paths were only smoke-tested there: the official one through construction, forward and
+``calc_loss`` at batch 1 with ``backward`` disabled, the jaxinv one traced (``jax.eval_shape``).
 """
 from __future__ import annotations
 
@@ -558,7 +565,7 @@ def render(path_stem: str) -> None:
     lines += ["", PSP_MEMORY_NOTE]
   lines += ["", "Reproduce: official checkouts from GitHub at the commits above (e.g. `git archive` "
             "into /tmp/up_t/{psp,preim3d,eg3d}), then in a venv with torch + torchvision beside "
-            f"jaxinv: `nice -n 10 {' ; '.join(meta.get('commands', [meta['command']]))}` (re-render this file from the JSON: "
+            f"jaxinv: `nice -n 10 {' ; nice -n 10 '.join(meta.get('commands', [meta['command']]))}` (re-render this file from the JSON: "
             "`python bench/train_step.py --render bench/results/train_step_cpu`)."]
   with open(path_stem + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
