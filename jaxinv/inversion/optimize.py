@@ -22,9 +22,9 @@ Defaults follow the released code the papers compare against (``shared/RECIPES.m
   ``l2_weight * MSE + lpips_weight * LPIPS`` (both 1) at the input view; tuning stops once LPIPS
   <= 0.07 (when LPIPS is used). The locality regulariser (PTI Sec. 3.3) renders a code moved
   ``alpha = 30`` from the pivot towards a random ``w`` (mapped with psi 0.5) with the tuned and the
-  original generator and adds ``0.1 * MSE + 0.1 * LPIPS`` between them. (The PTI release ships it
-  switched off, ``use_locality_regularization=False``; here it is on unless
-  ``locality_weight=0``.) A batch of images tunes ONE generator on all of them (PTI's multi-ID
+  original generator and adds ``0.1 * MSE + 0.1 * LPIPS`` between them; on, as in the release's
+  ``configs/hyperparameters.py`` (``use_locality_regularization = True``), and off with
+  ``locality_weight=0``. A batch of images tunes ONE generator on all of them (PTI's multi-ID
   mode); for one generator per image, invert images one at a time.
 
 ``triplane_opt`` (TriPlaneNet Sec. 4.3, App. D): L-BFGS (``optax.lbfgs``, zoom line search of at
