@@ -51,7 +51,8 @@ def main():
   method, tmp, steps, resume_at = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
   every = int(sys.argv[5]) if len(sys.argv) > 5 else 10
   overrides = dict(a.split("=", 1) for a in sys.argv[6:])
-  jax.config.update("jax_compilation_cache_dir", os.path.join(tmp, "xla_cache"))
+  jax.config.update("jax_compilation_cache_dir",
+                    os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(tmp, "xla_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   from jaxinv.convert import eg3d as eg3d_convert
   from jaxinv.models.eg3d import tiny_eg3d

@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 # One XLA cache for all runs of this process: the resumed runs reuse the compiled steps.
-jax.config.update("jax_compilation_cache_dir", os.path.join(sys.argv[1], "xla_cache"))
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(sys.argv[1], "xla_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -17,13 +17,7 @@ sys.path.insert(0, str(ROOT / "configs"))
 
 import triplanenet as tpn_config  # noqa: E402
 
-STEPS, RESUME_AT = 50, 30
-
-
-# The 50-step run takes ~5 min on an idle 2-core CPU (minutes more under load): opt-in until it
-# has been timed in CI (JAXINV_TRAIN_TESTS=1 runs it).
-train_run = pytest.mark.skipif(not os.environ.get("JAXINV_TRAIN_TESTS"),
-                               reason="50-step runlocal training run: set JAXINV_TRAIN_TESTS=1")
+STEPS, RESUME_AT = 50, 40
 
 
 @pytest.fixture(scope="module")
@@ -38,40 +32,11 @@ def run(tmp_path_factory):
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _worker(tmp, *args, timeout=1800):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  p = subprocess.run([sys.executable, str(ROOT / "tests" / "_b1_train_run.py"), "triplanenet",
-                      str(tmp), *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                     timeout=timeout)
-  assert p.returncode == 0, p.stderr[-4000:]
-  return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.slow
-def test_short_run_branch_schedule_freeze_and_bit_exact_resume(tmp_path):
-  """4 steps with branch 2 on at step 1 and branch 1 frozen at step 2; resume from step 2."""
-  out = _worker(tmp_path, 4, 2, 2, "schedule.add_triplanenet=1", "schedule.stop_psp=2")
-  rows = out["metrics"]
-  assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  assert [r["psp_active"] for r in rows] == [1.0, 1.0, 0.0, 0.0]
-  assert [r["tri_active"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
-  for r in rows:
-    assert all(np.isfinite(v) for v in r.values() if isinstance(v, float)), r
-  d = out["digests"]
-  # Steps 2 and 3 run with branch 1 frozen: bit-identical, while branch 2 keeps moving.
-  assert d["2"]["psp"] == d["4"]["psp"] and d["2"]["triplane"] != d["4"]["triplane"]
-  assert out["resumed_digest"] == d["4"]
-  a = {r["step"]: r for r in rows}
-  assert out["resumed_metrics"] and all(r == a[r["step"]] for r in out["resumed_metrics"])
-
-
 def _series(rows, name, lo, hi):
   return [r[name] for r in rows if lo <= r["step"] <= hi and name in r]
 
 
 @pytest.mark.slow
-@train_run
 def test_runlocal_trains_both_branches_with_falling_losses(run):
   rows = run["metrics"]
   assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
@@ -88,7 +53,6 @@ def test_runlocal_trains_both_branches_with_falling_losses(run):
 
 
 @pytest.mark.slow
-@train_run
 def test_branch_one_frozen_while_branch_two_trains(run):
   d = run["digests"]
   # Steps 40..49 run with branch 1 frozen: its weights are bit-identical, branch 2's move.
@@ -99,7 +63,6 @@ def test_branch_one_frozen_while_branch_two_trains(run):
 
 
 @pytest.mark.slow
-@train_run
 def test_resume_is_bit_exact(run):
   assert run["resumed_digest"] == run["digests"][str(STEPS)]
   a = {r["step"]: r for r in run["metrics"]}
