@@ -1,6 +1,7 @@
 """Runs a ``runlocal`` config (triplanenet or nerf3de) through the train loop; JSON on the last line.
 
-Used by tests/test_train_triplanenet.py and tests/test_nerf3de_train.py in a subprocess. Usage:
+Used by tests/test_train_triplanenet.py and tests/test_nerf3de_train.py in a subprocess
+(``launch``). Usage:
 ``python tests/_b1_train_run.py METHOD TMPDIR STEPS RESUME_AT [CKPT_EVERY] [FIELD=VALUE ...]``
 (integer config overrides such as ``schedule.stop_psp=2``; ``$B1_TINY_G`` names an already saved
 tiny generator to reuse).
@@ -35,6 +36,23 @@ def _digest(tree):
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f]
+
+
+def launch(method, tmp, steps, resume_at, timeout=2400):
+  """Runs this script for ``method`` in a subprocess (one CPU device); its JSON result."""
+  import subprocess
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  p = subprocess.run([sys.executable, os.path.abspath(__file__), method, str(tmp), str(steps),
+                      str(resume_at)], cwd=ROOT, env=env, capture_output=True, text=True,
+                     timeout=timeout)
+  assert p.returncode == 0, p.stderr[-4000:]
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def series(rows, name, lo, hi):
+  """The logged values of ``name`` over steps ``lo..hi``."""
+  return [r[name] for r in rows if lo <= r["step"] <= hi and name in r]
 
 
 def _resume_copy(src, dst, step):

@@ -3,14 +3,13 @@ losses, the base frozen in the refiner stage, bit-exact resume; config fields an
 
 The 50-step run is one subprocess (tests/_b1_train_run.py) shared by the tests of this module.
 """
-import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from _b1_train_run import launch, series
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
@@ -22,18 +21,7 @@ STEPS, RESUME_AT = 50, 40
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("nerf3de")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  p = subprocess.run([sys.executable, str(ROOT / "tests" / "_b1_train_run.py"), "nerf3de",
-                      str(tmp), str(STEPS), str(RESUME_AT)], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=2400)
-  assert p.returncode == 0, p.stderr[-4000:]
-  return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def _series(rows, name, lo, hi):
-  return [r[name] for r in rows if lo <= r["step"] <= hi and name in r]
+  return launch("nerf3de", tmp_path_factory.mktemp("nerf3de"), STEPS, RESUME_AT)
 
 
 @pytest.mark.slow
@@ -51,7 +39,7 @@ def test_runlocal_two_stages_with_falling_losses(run):
   # of its start (the latent L1 falls slowly in 25 steps; the triplet term stays 0 in this run).
   for name, lo, hi, factor in (("base_pixel", 1, 25, 0.8), ("ref_pixel", 1, 50, 0.8),
                                ("base_l1", 1, 25, 0.95)):
-    s = _series(rows, name, lo, hi)
+    s = series(rows, name, lo, hi)
     assert np.mean(s[-6:]) < factor * np.mean(s[:5]), (name, s)
 
 

@@ -3,14 +3,13 @@ bit-identical while frozen (branch 2 keeps training), resume is bit-exact; confi
 
 The 50-step run is one subprocess (tests/_b1_train_run.py) shared by the tests of this module.
 """
-import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from _b1_train_run import launch, series
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
@@ -22,18 +21,7 @@ STEPS, RESUME_AT = 50, 40
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("triplanenet")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  p = subprocess.run([sys.executable, str(ROOT / "tests" / "_b1_train_run.py"), "triplanenet",
-                      str(tmp), str(STEPS), str(RESUME_AT)], cwd=ROOT, env=env,
-                     capture_output=True, text=True, timeout=2400)
-  assert p.returncode == 0, p.stderr[-4000:]
-  return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def _series(rows, name, lo, hi):
-  return [r[name] for r in rows if lo <= r["step"] <= hi and name in r]
+  return launch("triplanenet", tmp_path_factory.mktemp("triplanenet"), STEPS, RESUME_AT)
 
 
 @pytest.mark.slow
@@ -46,9 +34,9 @@ def test_runlocal_trains_both_branches_with_falling_losses(run):
   # Schedule (runlocal): branch 2 updated from step 10, branch 1 frozen from step 40.
   assert [r["psp_active"] for r in rows] == [1.0] * 40 + [0.0] * 10
   assert [r["tri_active"] for r in rows] == [0.0] * 10 + [1.0] * 40
-  psp = _series(rows, "psp_pixel", 1, 40)
+  psp = series(rows, "psp_pixel", 1, 40)
   assert np.mean(psp[-8:]) < 0.7 * np.mean(psp[:5]), psp
-  tri = _series(rows, "tri_pixel", 1, 50)
+  tri = series(rows, "tri_pixel", 1, 50)
   assert np.mean(tri[-8:]) < 0.7 * np.mean(tri[:5]), tri
 
 
