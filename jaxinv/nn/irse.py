@@ -52,6 +52,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxinv.ops import conv as conv_op
+
 BN_EPS = 1e-5
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -92,12 +94,34 @@ def irse50_units() -> tuple[UnitSpec, ...]:
   return irse_units_for_depth(50)
 
 
+class Conv2d(nn.Module):
+  """A PyTorch-equivalent ``Conv2d`` (explicit symmetric padding, true fp32 on every backend).
+
+  Parameters as ``flax.linen.Conv``'s (``kernel [k, k, in, out]``, LeCun-normal init; ``bias``
+  zeros), so converted weights and checkpoints are unchanged. The convolution is
+  ``jaxinv.ops.conv.conv2d`` (XLA's forward; a kernel gradient that is fast on CPU).
+  """
+  features: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    k = self.param("kernel", nn.initializers.lecun_normal(),
+                   (self.kernel, self.kernel, x.shape[-1], self.features), jnp.float32)
+    x = jnp.asarray(x, jnp.result_type(x, k))  # flax's dtype promotion
+    y = conv_op.conv2d(x, k, self.stride, self.padding)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    return y
+
+
 def conv2d(features: int, kernel: int, stride: int = 1, padding: int = 0, use_bias: bool = False,
-           name: str | None = None) -> nn.Conv:
-  """A PyTorch-equivalent ``Conv2d`` (explicit symmetric padding, true fp32 on every backend)."""
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=use_bias,
-                 precision=_HIGHEST, name=name)
+           name: str | None = None) -> Conv2d:
+  """A PyTorch-equivalent ``Conv2d`` module (see ``Conv2d``)."""
+  return Conv2d(features, kernel, stride, padding, use_bias, name=name)
 
 
 class BatchNormInference(nn.Module):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.ops import conv as conv_op
 from jaxinv.ops.upfirdn2d import _filter_size, parse_padding, upfirdn2d
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -25,42 +26,7 @@ def _conv(x, w, stride=1, padding=((0, 0), (0, 0)), flip_weight=True):
     # (ToRGB: 3 outputs) about 10x slower than the same contraction written as a dot.
     return jax.lax.dot_general(x, w[0, 0].astype(x.dtype), (((3,), (0,)), ((), ())),
                                precision=HIGHEST)
-  return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (stride, stride), padding,
-                                      dimension_numbers=_DN, precision=HIGHEST)
-
-
-def _conv_transpose_stride2(x, w, pad_y, pad_x):
-  """PyTorch ``conv_transpose2d(x, w^T, stride=2, padding=(pad_y, pad_x))`` for HWIO ``w``.
-
-  ``w`` is the kernel as the transposed convolution *scatters* it (no flip applied here). Written
-  polyphase: output pixel parity (a, b) only ever meets the kernel taps of the same parity, so
-  four small stride-1 convolutions replace one convolution over a zero-stuffed input (4x fewer
-  multiply-adds, which is what makes the 512^2 superresolution cheap on CPU).
-  """
-  b, h, wd, _ = x.shape
-  kh, kw, _, o = w.shape
-  # Full (uncropped) transposed-conv output: size 2*(n-1) + k, then crop pad from both ends.
-  full_h, full_w = 2 * (h - 1) + kh, 2 * (wd - 1) + kw
-  ph, pw = (full_h + 1) // 2, (full_w + 1) // 2
-  rows = []
-  for a in range(2):
-    cols = []
-    for c in range(2):
-      # Output pixel (2m + a, 2n + c) sums x[m - t, n - u] * w[a + 2t, c + 2u]: a true
-      # convolution with the taps of that parity, i.e. a correlation with them flipped.
-      taps = w[a::2, c::2]
-      th, tw = taps.shape[:2]
-      if th == 0 or tw == 0:
-        cols.append(jnp.zeros((b, ph, pw, o), x.dtype))
-        continue
-      y = jax.lax.conv_general_dilated(
-          x, taps[::-1, ::-1].astype(x.dtype), (1, 1), ((th - 1, th - 1), (tw - 1, tw - 1)),
-          dimension_numbers=_DN, precision=HIGHEST)  # [B, h+th-1, w+tw-1, O]
-      cols.append(jnp.pad(y, ((0, 0), (0, ph - y.shape[1]), (0, pw - y.shape[2]), (0, 0))))
-    rows.append(jnp.stack(cols, axis=3))  # [B, ph, pw, 2, O]
-  out = jnp.stack(rows, axis=2)  # [B, ph, 2, pw, 2, O]: interleave the phases by reshaping
-  out = out.reshape(b, 2 * ph, 2 * pw, o)
-  return out[:, pad_y:full_h - pad_y, pad_x:full_w - pad_x, :]
+  return conv_op.conv2d(x, w.astype(x.dtype), stride, padding)
 
 
 def conv2d_resample(x: jax.Array, w: jax.Array, f: np.ndarray | None = None, up: int = 1,
@@ -114,7 +80,7 @@ def conv2d_resample(x: jax.Array, w: jax.Array, f: np.ndarray | None = None, up:
     # scatters is flipped exactly when ``flip_weight`` is True.
     scatter = w if not flip_weight else w[::-1, ::-1]
     if up == 2:
-      x = _conv_transpose_stride2(x, scatter, pyt, pxt)
+      x = conv_op.conv_transpose_stride2(x, scatter, pyt, pxt)
     else:
       # Generic stride: zero-stuffed input, correlation with the spatially flipped scatter kernel.
       x = jax.lax.conv_general_dilated(

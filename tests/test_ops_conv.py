@@ -1,0 +1,72 @@
+"""``jaxinv.ops.conv.conv2d``: XLA's forward, a banded kernel gradient on CPU, no unneeded work."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinv.ops import conv as conv_op
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _lax(x, w, stride, padding):
+  return jax.lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=_DN,
+                                      precision=jax.lax.Precision.HIGHEST)
+
+
+def _data(b, h, ci, co, k, seed=0):
+  rng = np.random.default_rng(seed)
+  return (jnp.asarray(rng.standard_normal((b, h, h, ci), np.float32)),
+          jnp.asarray(rng.standard_normal((k, k, ci, co), np.float32) * 0.1))
+
+
+# (b, h, ci, co, k, stride, padding): all but the last are above the banding threshold.
+CASES = [(1, 64, 64, 64, 3, 1, ((1, 1), (1, 1))),
+         (2, 100, 64, 64, 3, 2, ((1, 1), (1, 1))),     # 50 output rows: a short last band
+         (2, 96, 64, 64, 4, 2, ((2, 1), (0, 1))),
+         (4, 64, 128, 128, 1, 1, ((0, 0), (0, 0))),
+         (2, 8, 8, 8, 3, 1, ((1, 1), (1, 1)))]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_is_xla_and_gradients_match(case):
+  b, h, ci, co, k, s, pad = case
+  x, w = _data(b, h, ci, co, k)
+  np.testing.assert_array_equal(np.asarray(conv_op.conv2d(x, w, s, pad)),
+                                np.asarray(_lax(x, w, s, pad)))
+  ours = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(conv_op.conv2d(x, w, s, pad))), (0, 1)))
+  ref = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(_lax(x, w, s, pad))), (0, 1)))
+  for a, r in zip(ours(x, w), ref(x, w)):
+    scale = float(jnp.max(jnp.abs(r)))
+    assert float(jnp.max(jnp.abs(a - r))) <= 2e-5 * scale
+  # One argument differentiated at a time gives the same cotangent.
+  gw = jax.grad(lambda w: jnp.sum(jnp.sin(conv_op.conv2d(x, w, s, pad))))(w)
+  np.testing.assert_allclose(np.asarray(gw), np.asarray(ref(x, w)[1]), rtol=0,
+                             atol=2e-5 * float(jnp.max(jnp.abs(gw))))
+
+
+def _n_convs(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).compile().as_text().count(" convolution(")
+
+
+def test_kernel_gradient_is_banded_on_cpu_and_skipped_when_frozen():
+  x, w = _data(1, 64, 64, 64, 3)
+  f = lambda x, w: jnp.sum(conv_op.conv2d(x, w, 1, 1) ** 2)
+  n_w = _n_convs(jax.grad(f, 1), x, w)        # forward + 8 bands of 8 output rows
+  n_x = _n_convs(jax.grad(f, 0), x, w)        # forward + input gradient only
+  n_both = _n_convs(jax.grad(f, (0, 1)), x, w)
+  if jax.default_backend() == "cpu":
+    assert n_w == 1 + 64 // conv_op._band_rows(1, 64, 64) and n_w > 2
+  assert n_x == 2
+  assert n_both == n_w + 1
+  # Below the threshold: XLA's single kernel-gradient convolution.
+  xs, ws = _data(1, 8, 8, 8, 3)
+  assert _n_convs(jax.grad(f, 1), xs, ws) == 2
+
+
+def test_vmap_and_padding_forms():
+  x, w = _data(3, 16, 8, 8, 3)
+  per = jax.vmap(lambda xi: conv_op.conv2d(xi[None], w, 1, 1)[0])(x)
+  np.testing.assert_allclose(np.asarray(per), np.asarray(conv_op.conv2d(x, w, 1, 1)), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(conv_op.conv2d(x, w, 1, 1)),
+                                np.asarray(conv_op.conv2d(x, w, 1, ((1, 1), (1, 1)))))
