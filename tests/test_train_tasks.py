@@ -79,7 +79,7 @@ def test_psp_step_is_finite_and_training_lowers_in_domain_l2():
 
 def test_e4e_step_updates_encoder_and_latent_discriminator():
   task, state, frozen, step = _setup(_config("e4e", batch_size=2))
-  assert [p.label for p in task.phases] == ["encoder", "disc", "disc_r1"]
+  assert [p.label for p in task.phases] == ["disc", "disc_r1", "encoder"]  # the coach's order
   p0 = jax.tree_util.tree_map(np.asarray, state.params)
   state, m = step(state, frozen, None)  # step 0: R1 runs too
   m = jax.device_get(m)
@@ -91,10 +91,57 @@ def test_e4e_step_updates_encoder_and_latent_discriminator():
     leaves0 = jax.tree_util.tree_leaves(p0[g])
     leaves1 = jax.tree_util.tree_leaves(state.params[g])
     assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(leaves0, leaves1)), g
-  assert int(state.model_state["pool_count"]) == 2
+  assert int(state.model_state["real_count"]) == 2 and int(state.model_state["fake_count"]) == 2
+  np.testing.assert_array_equal(np.asarray(state.model_state["real_w"]),
+                                np.asarray(state.model_state["real_pool"][:2]))
   from jaxinv.train.tasks.e4e import progressive_stage
   assert [int(progressive_stage(jnp.int32(s), 14, 10, 5)) for s in (0, 9, 10, 14, 15, 999)] == \
       [0, 0, 1, 1, 2, 13]
+
+
+def _reference_pool(pool, count, ws, draws):
+  """e4e's LatentCodesPool.query (upstream logic) with the given (uniform, randint) draws."""
+  pool, out, branches = [np.array(p) for p in pool], [], []
+  for w, (u, rid) in zip(ws, draws):
+    if count < len(pool):
+      pool[count] = w
+      count += 1
+      out.append(w)
+      branches.append("fill")
+    elif u > 0.5:
+      out.append(pool[rid].copy())
+      pool[rid] = w
+      branches.append("swap")
+    else:
+      out.append(w)
+      branches.append("keep")
+  return np.stack(out), np.stack(pool), count, branches
+
+
+def test_e4e_latent_pool_follows_upstream_query():
+  from jaxinv.train.tasks.e4e import latent_pool_query
+  size, d = 3, 4
+  rng = np.random.default_rng(0)
+  pool, count = np.zeros((size, d), np.float32), 0
+  j_pool, j_count = jnp.asarray(pool), jnp.int32(0)
+  seen = set()
+  for t in range(6):  # fills the pool, then both branches of the full pool
+    ws = rng.standard_normal((2, d)).astype(np.float32)
+    key = jax.random.PRNGKey(t)
+    draws = []
+    for k in jax.random.split(key, 2):
+      k_u, k_i = jax.random.split(k)
+      draws.append((float(jax.random.uniform(k_u)), int(jax.random.randint(k_i, (), 0, size))))
+    ref_out, pool, count, branches = _reference_pool(pool, count, ws, draws)
+    seen.update(branches)
+    out, j_pool, j_count = latent_pool_query(j_pool, j_count, jnp.asarray(ws), key)
+    np.testing.assert_array_equal(np.asarray(out), ref_out)
+    np.testing.assert_array_equal(np.asarray(j_pool), pool)
+    assert int(j_count) == count
+  assert seen == {"fill", "swap", "keep"}  # every branch was exercised
+  ws = jnp.ones((2, d))
+  out, p0, c0 = latent_pool_query(jnp.zeros((0, d)), jnp.int32(0), ws, jax.random.PRNGKey(0))
+  assert out is ws and p0.shape == (0, d)
 
 
 def test_preim3d_alternates_domains_with_latent_regression_and_multiview_id():

@@ -51,11 +51,13 @@ def psp_family_config(task: str, arg=None) -> ml_collections.ConfigDict:
                                           shuffle=True, stand_in_size=64))
 
   if task == "e4e":
-    # e4e defaults: progressive deltas, delta reg 2e-4, latent D (Adam 2e-5) weight 0.1, R1 10/16.
+    # e4e defaults: progressive deltas, delta reg 2e-4, latent D (Adam 2e-5) weight 0.1, R1 10/16,
+    # LatentCodesPool of 50 for real and fake codes. disc_fake_w_avg=False is the official coach
+    # (D's fake codes are the encoder's output without latent_avg); True adds w_avg to them.
     c.e4e = ml_collections.ConfigDict(dict(
         progressive_start=20_000, progressive_step_every=2_000, delta_norm=2e-4,
         w_discriminator=0.1, r1_gamma=10.0, d_reg_every=16, w_pool_size=50,
-        disc_layers=4, disc_lr=2e-5))
+        disc_fake_w_avg=False, disc_layers=4, disc_lr=2e-5))
     c.total_steps = 500_000
   if task == "preim3d":
     preset = str(a.get("preset", "paper"))
