@@ -65,10 +65,10 @@ The jaxinv step is the loop's (``jaxinv.train.step.make_step_fn`` on ``configs/{
 full configs with the paths above), jitted with the state donated; its first call (compile + one
 step) is reported apart. torch runs with ``--threads`` intra-op threads; XLA uses the machine.
 
-Not measured on the 2-core / 24 GB shared machine: ``psp`` (its 209M-parameter encoder needs
-4.2 GB for parameters, gradients and Ranger state alone, over the ~4 GB per process allowed there).
-Its two paths were only smoke-tested there: the official one through construction, forward and
-``calc_loss`` at batch 1 with ``backward`` disabled, the jaxinv one traced (``jax.eval_shape``).
+Memory: the pSp step (its 209M-parameter encoder: parameters, gradients and Ranger's buffers are
+4.2 GB before any activation) peaks at about 8 GB official / 11 GB jaxinv at batch 2, so run
+``--tasks psp`` on a machine with nothing else big on it. Rows record the jaxinv commit they
+measured (``jaxinv_commit``; rows without it predate 1b74262, the CPU convolution gradients).
 """
 from __future__ import annotations
 
@@ -491,10 +491,10 @@ def _fmt_load(x):
 UPSTREAM_COMMITS = {"pixel2style2pixel": "eladrich/pixel2style2pixel @ 5cfff385",
                     "preim3d": "mybabyyh/Preim3D @ 6f68ad61", "eg3d": "NVlabs/eg3d @ 7cf1fd1e"}
 PSP_MEMORY_NOTE = (
-    "psp: not measured on this machine. The pSp GradualStyleEncoder with EG3D's 14 style heads has "
+    "psp: not measured in this file. The pSp GradualStyleEncoder with EG3D's 14 style heads has "
     "209,475,060 parameters (838 MB in float32); its parameters, gradients and Ranger's three "
-    "buffers alone are 5 x 838 MB = 4.2 GB per process before any activation, over the ~4 GB per "
-    "process this shared 2-core / 24 GB machine allows. Run `--tasks psp` where memory allows.")
+    "buffers alone are 5 x 838 MB = 4.2 GB per process before any activation. Run `--tasks psp` "
+    "where memory allows.")
 
 
 def write(rows: dict, a, path_stem: str) -> None:
@@ -514,9 +514,11 @@ def write(rows: dict, a, path_stem: str) -> None:
     results = old["results"]
     commands = old["meta"].get("commands", [old["meta"]["command"]])
   meta["commands"] = commands + [meta["command"]]
+  commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "unknown"
   for task, sides in rows.items():
     o, j = sides.get("official"), sides.get("jaxinv")
-    results.append(dict(task=task, order=a.order, official=o, jaxinv=j,
+    results.append(dict(task=task, order=a.order, jaxinv_commit=commit, official=o, jaxinv=j,
                         ratio=(j["s_per_step"] / o["s_per_step"]) if (o and j) else None))
   with open(path_stem + ".json", "w") as f:
     json.dump(dict(meta=meta, results=results), f, indent=1)
@@ -545,7 +547,8 @@ def render(path_stem: str) -> None:
   for r in results:
     o, j = r["official"], r["jaxinv"]
     lines.append(
-        f"| {r['task']} ({r.get('order', 'official,jaxinv').replace(',', ' then ')}) | {o['s_per_step']:.2f} | {j['s_per_step']:.2f} | {r['ratio']:.2f} | "
+        f"| {r['task']} ({r.get('order', 'official,jaxinv').replace(',', ' then ')}; jaxinv "
+        f"{r.get('jaxinv_commit', 'before 1b74262')}) | {o['s_per_step']:.2f} | {j['s_per_step']:.2f} | {r['ratio']:.2f} | "
         f"{j['compile_s']:.1f} | {', '.join(f'{t:.2f}' for t in o['step_s'])} | "
         f"{', '.join(f'{t:.2f}' for t in j['step_s'])} | {_fmt_load(o['load_start'])}, "
         f"{_fmt_load(o['load_end'])} | {_fmt_load(j['load_start'])}, {_fmt_load(j['load_end'])} | "
