@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv.checks import check_image
+from jaxinv.nn import irse
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -126,9 +127,9 @@ class LPIPSTrunk(nn.Module):
         elif op == "pool2":
           x = _max_pool(x, 2)
         else:
-          x = nn.Conv(op.out_ch, (op.kernel, op.kernel), strides=(op.stride, op.stride),
-                      padding=((op.padding, op.padding),) * 2, precision=_HIGHEST,
-                      name=f"features_{op.index}")(x)
+          # flax Conv's parameters; jaxinv's convolution (gradients fast inside CPU loops).
+          x = irse.conv2d(op.out_ch, op.kernel, op.stride, op.padding, use_bias=True,
+                          name=f"features_{op.index}")(x)
           x = nn.relu(x)
       taps.append(x)
     return taps

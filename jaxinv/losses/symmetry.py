@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinv.checks import check_rank
+from jaxinv.nn import irse
 
 Distance = Literal["l1", "l2", "smooth_l1"]
 
@@ -109,12 +110,12 @@ class UncertaintyNet(nn.Module):
     z = jax.image.resize(x, (b, self.work_size, self.work_size, x.shape[-1]), "linear")
     feats = []
     for i, c in enumerate((self.width, 2 * self.width, 4 * self.width)):
-      z = nn.leaky_relu(nn.Conv(c, (4, 4), (2, 2), padding=((1, 1), (1, 1)), name=f"down{i}")(z), 0.2)
+      z = nn.leaky_relu(irse.conv2d(c, 4, 2, 1, use_bias=True, name=f"down{i}")(z), 0.2)
       feats.append(z)
     for i, c in enumerate((2 * self.width, self.width, self.width)):
       z = nn.relu(nn.ConvTranspose(c, (4, 4), (2, 2), padding="SAME", name=f"up{i}")(z))
       if i < 2:
         z = z + feats[1 - i]
-    z = nn.Conv(1, (3, 3), padding=((1, 1), (1, 1)), name="out")(z)
+    z = irse.conv2d(1, 3, 1, 1, use_bias=True, name="out")(z)
     sigma = jax.nn.softplus(z)
     return jax.image.resize(sigma, (b, h, w, 1), "linear")

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.ops import conv as conv_op
 from jaxinv.ops.upfirdn2d import downsample2d, setup_filter
 
 _GAIN = math.sqrt(2.0)
@@ -48,9 +49,7 @@ class EqConv(nn.Module):
     k = self.kernel
     w = self.param("kernel", nn.initializers.normal(1.0), (k, k, x.shape[-1], self.features))
     w = w / math.sqrt(k * k * x.shape[-1])
-    y = jax.lax.conv_general_dilated(x, w, (1, 1), [(k // 2, k // 2)] * 2,
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=jax.lax.Precision.HIGHEST)
+    y = conv_op.conv2d(x, w, 1, k // 2)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return y

@@ -15,6 +15,13 @@ is XLA's. The forward pass is unchanged, so outputs are bit-identical to
 ``lax.conv_general_dilated``; gradients differ only by float summation order (relative 1e-5
 at most in the tests).
 
+On CPU every gradient convolution is also emitted in XLA:CPU's canonical layout (NHWC input,
+HWIO kernel, NHWC output, with explicit transposes around it). XLA's own gradient convolutions
+have permuted dimension numbers, which XLA:CPU's ``ConvCanonicalization`` rewrites only in the
+entry computation: inside a ``lax.scan`` / ``while`` body or a ``lax.cond`` branch they ran on
+the generic loop emitter, 30-300x slower (PTI's scanned tuning step on the tiny fixture G: 2.0 s
+-> 0.3 s). Every convolution of the package that is ever differentiated goes through here.
+
 Gradients are only computed for what is differentiated (``custom_vjp`` with symbolic zeros): a
 frozen network's kernels (LPIPS, ArcFace in a loss) cost no kernel gradient.
 """
@@ -46,6 +53,26 @@ def _kernel_grad_xla(x, g, w_shape, stride, padding):
   return jax.vjp(lambda w: _plain(x, w, stride, padding), jnp.zeros(w_shape, x.dtype))[1](g)[0]
 
 
+def _kernel_grad_canonical(x, g, w_shape, stride, padding):
+  """The kernel gradient as ONE convolution in XLA:CPU's canonical layout (NHWC input, HWIO
+  kernel, NHWC output) between explicit transposes: the image's channels act as the batch, the
+  output gradient as the kernel (dilated by the stride), the batch is summed as the channels.
+
+  XLA's own transpose rule emits the same convolution with permuted dimension numbers, which
+  XLA:CPU rewrites into this form only in the entry computation
+  (``ConvCanonicalization`` visits ``module->entry_computation()``); inside a ``while`` body, i.e.
+  a ``lax.scan`` step, it stays on the generic loop emitter, tens to hundreds of times slower.
+  """
+  kh, kw = w_shape[0], w_shape[1]
+  xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                   ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+  lhs = jnp.transpose(xp, (3, 1, 2, 0))   # [I, Hp, Wp, B]
+  rhs = jnp.transpose(g, (1, 2, 0, 3))    # [Ho, Wo, B, O]
+  out = jax.lax.conv_general_dilated(lhs, rhs, (1, 1), "VALID", rhs_dilation=(stride, stride),
+                                     dimension_numbers=_DN, precision=HIGHEST)
+  return jnp.transpose(out[:, :kh, :kw], (1, 2, 0, 3))  # [kh, kw, I, O]
+
+
 def _kernel_grad_banded(x, g, w_shape, stride, padding):
   """``sum over bands of output rows`` of each band's kernel gradient (VALID convs on slices)."""
   kh = w_shape[0]
@@ -57,18 +84,21 @@ def _kernel_grad_banded(x, g, w_shape, stride, padding):
   for r0 in range(0, ho, rows):
     r1 = min(r0 + rows, ho)
     xs = xp[:, r0 * stride:(r1 - 1) * stride + kh]
-    part = _kernel_grad_xla(xs, g[:, r0:r1], w_shape, stride, valid)
+    part = _kernel_grad_canonical(xs, g[:, r0:r1], w_shape, stride, valid)
     acc = part if acc is None else acc + part
   return acc
 
 
 def _kernel_grad(x, g, w_shape, stride, padding):
+  """CPU: the banded sum when large enough to matter (and no negative padding), else one
+  canonical convolution; other backends: XLA's own."""
   if (_flops(g.shape, w_shape) < _CHUNK_MIN_FLOPS or g.shape[1] < 2
       or any(q < 0 for pair in padding for q in pair)):
-    return _kernel_grad_xla(x, g, w_shape, stride, padding)
+    cpu = lambda x, g: _kernel_grad_canonical(x, g, w_shape, stride, padding)
+  else:
+    cpu = lambda x, g: _kernel_grad_banded(x, g, w_shape, stride, padding)
   return jax.lax.platform_dependent(
-      x, g, cpu=lambda x, g: _kernel_grad_banded(x, g, w_shape, stride, padding),
-      default=lambda x, g: _kernel_grad_xla(x, g, w_shape, stride, padding))
+      x, g, cpu=cpu, default=lambda x, g: _kernel_grad_xla(x, g, w_shape, stride, padding))
 
 
 def _flops(g_shape, w_shape) -> float:
@@ -78,6 +108,20 @@ def _flops(g_shape, w_shape) -> float:
 
 def _input_grad_xla(g, w, x_shape, stride, padding):
   return jax.vjp(lambda x_: _plain(x_, w, stride, padding), jnp.zeros(x_shape, g.dtype))[1](g)[0]
+
+
+def _input_grad_canonical(g, w, x_shape, stride, padding):
+  """The input gradient as one canonical convolution (see ``_kernel_grad_canonical``): the
+  output gradient, dilated by the stride, correlated with the flipped kernel (I/O swapped by an
+  explicit transpose, not by permuted dimension numbers)."""
+  kh, kw = w.shape[0], w.shape[1]
+  (pt, pb), (pl, pr) = padding
+  rh = (x_shape[1] + pt + pb - kh) % stride
+  rw = (x_shape[2] + pl + pr - kw) % stride
+  wt = jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2))
+  return jax.lax.conv_general_dilated(
+      g, wt, (1, 1), ((kh - 1 - pt, kh - 1 - pb + rh), (kw - 1 - pl, kw - 1 - pr + rw)),
+      lhs_dilation=(stride, stride), dimension_numbers=_DN, precision=HIGHEST)
 
 
 def _input_grad_polyphase(g, w, x_shape, padding):
@@ -92,15 +136,16 @@ def _input_grad_polyphase(g, w, x_shape, padding):
 
 
 def _input_grad(g, w, x_shape, stride, padding):
-  """The input gradient. Stride 2 on CPU (when large enough to matter): the polyphase transposed
-  convolution (XLA:CPU runs its own, a convolution over a zero-stuffed map, on a slow generic
-  path); otherwise XLA's."""
+  """The input gradient. On CPU: stride 2 (when large enough to matter, no negative padding) the
+  polyphase transposed convolution (XLA:CPU runs its own, a convolution over a zero-stuffed map,
+  on a slow generic path), else one canonical convolution; other backends: XLA's."""
   if (stride != 2 or _flops(g.shape, w.shape) < _CHUNK_MIN_FLOPS
       or any(q < 0 for pair in padding for q in pair)):
-    return _input_grad_xla(g, w, x_shape, stride, padding)
+    cpu = lambda g, w: _input_grad_canonical(g, w, x_shape, stride, padding)
+  else:
+    cpu = lambda g, w: _input_grad_polyphase(g, w, x_shape, padding)
   return jax.lax.platform_dependent(
-      g, w, cpu=lambda g, w: _input_grad_polyphase(g, w, x_shape, padding),
-      default=lambda g, w: _input_grad_xla(g, w, x_shape, stride, padding))
+      g, w, cpu=cpu, default=lambda g, w: _input_grad_xla(g, w, x_shape, stride, padding))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))

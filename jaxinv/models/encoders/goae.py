@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinv.nn.irse import IRSEBody, IRSEInputLayer, UnitSpec, irse_units
+from jaxinv.ops import conv as conv_op
 from jaxinv.nn.swin import SwinV2, SwinV2Config, apply_flat
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -237,9 +238,7 @@ class EqualConv2d(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     scale = 1.0 / math.sqrt(cin * self.kernel ** 2)
     p = self.padding
-    y = jax.lax.conv_general_dilated(x, weight * scale, (1, 1), ((p, p), (p, p)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     precision=HIGHEST)
+    y = conv_op.conv2d(x, weight * scale, 1, p)
     return y + bias
 
 

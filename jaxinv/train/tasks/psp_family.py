@@ -41,6 +41,7 @@ from jaxinv.data import synthetic
 from jaxinv.losses import arcface as arcface_loss
 from jaxinv.losses import lpips as lpips_lib
 from jaxinv.models.encoders import psp as psp_enc
+from jaxinv.nn import irse
 from jaxinv.nn.irse import irse_units
 from jaxinv.ops.pooling import adaptive_avg_pool2d
 
@@ -129,7 +130,7 @@ class TinyIdNet(nn.Module):
   @nn.compact
   def __call__(self, x):
     for i, f in enumerate((8, 16, 32)):
-      x = nn.leaky_relu(nn.Conv(f, (3, 3), strides=(2, 2), name=f"conv_{i}")(x), 0.2)
+      x = nn.leaky_relu(irse.conv2d(f, 3, 2, 1, use_bias=True, name=f"conv_{i}")(x), 0.2)
     e = nn.Dense(64, name="embed")(jnp.mean(x, axis=(1, 2)))
     return e / jnp.sqrt(jnp.sum(e * e, axis=-1, keepdims=True) + 1e-12)
 
