@@ -28,7 +28,8 @@
    encoder and AFA are random (seed 0) and their state dicts are converted into jaxinv
    (``jaxinv.convert.goae``). jaxinv: ``jaxinv.invert(method='goae')`` then ``Inversion.render()``.
 3. ``--upstream eg3d_projector=``: PTI at ``--pti-preset`` (default tiny), official vs jaxinv,
-   same G weights, ``--steps`` pivot + ``--steps`` tuning steps, L2 + LPIPS-alex (the fixture
+   same G weights, ``--pti-pivot-steps`` pivot + ``--pti-steps`` tuning steps (each default
+   ``--steps``; the release's budget is 450 + 350), L2 + LPIPS-alex (the fixture
    ``lpips_alex`` weights on both sides), ``--num-w-samples`` for the W statistics. Official: the
    two EG3D-projector scripts' functions, ``projector/w_projector.project`` (the W pivot, as
    ``run_projector.py --latent_space_type w``) then ``projector/PTI``'s
@@ -446,7 +447,7 @@ def _worker_pti(a, wd: pathlib.Path) -> dict:
   try:
     t0 = time.perf_counter()
     w = wproj.project(G, c, str(proj_dir), ((target[0] + 1) * 127.5).clamp(0, 255),
-                      num_steps=a.steps, w_avg_samples=a.num_w_samples, device=torch.device("cpu"),
+                      num_steps=a.pti_pivot_steps, w_avg_samples=a.num_w_samples, device=torch.device("cpu"),
                       w_name="bench")
     pivot_s = time.perf_counter() - t0
   finally:
@@ -465,7 +466,7 @@ def _worker_pti(a, wd: pathlib.Path) -> dict:
   hp = importlib.import_module("configs.hyperparameters")
   paths = importlib.import_module("configs.paths_config")
   gc.device = "cpu"
-  hp.max_pti_steps = a.steps
+  hp.max_pti_steps = a.pti_steps
   hp.LPIPS_value_threshold = a.pti_lpips_threshold
   paths.checkpoints_dir = str(wd / "checkpoints")
   G2 = _official_G(pti_root, a.pti_preset)
@@ -488,7 +489,7 @@ def _worker_pti(a, wd: pathlib.Path) -> dict:
   tune_s = time.perf_counter() - t0
   np.savez(wd / "official.npz", ws=ws.numpy(), image=image.numpy())
   return {"pivot_s": pivot_s, "tune_s": tune_s, "total_s": pivot_s + tune_s,
-          "pivot_steps": a.steps, "tune_steps_run": gc.training_step - 1,
+          "pivot_steps": a.pti_pivot_steps, "tune_steps_run": gc.training_step - 1,
           "num_w_samples": a.num_w_samples}
 
 
@@ -496,6 +497,7 @@ def _run_worker(a, kind: str, wd: pathlib.Path) -> dict:
   cmd = [a.torch_python, str(pathlib.Path(__file__).resolve()), "--_worker", kind,
          "--_workdir", str(wd), "--goae-preset", a.goae_preset, "--pti-preset", a.pti_preset,
          "--runs", str(a.runs), "--steps", str(a.steps), "--threads", str(a.threads),
+         "--pti-pivot-steps", str(a.pti_pivot_steps), "--pti-steps", str(a.pti_steps),
          "--num-w-samples", str(a.num_w_samples), "--pti-lpips-threshold",
          str(a.pti_lpips_threshold)]
   for k, v in a.upstream.items():
@@ -621,7 +623,7 @@ def compare_pti(a) -> dict:
   lp = lpips_convert.convert_lpips_module(_lpips_sd(), "alex")
   w = {"generator": G, "lpips": ("alex", lp)}
   image = np.clip(np.transpose(ref["image"], (0, 2, 3, 1)), -1, 1)
-  opts = dict(pivot_steps=a.steps, steps=a.steps, num_w_samples=a.num_w_samples,
+  opts = dict(pivot_steps=a.pti_pivot_steps, steps=a.pti_steps, num_w_samples=a.num_w_samples,
               locality_weight=0.0, lpips_threshold=a.pti_lpips_threshold)
   load0 = _load()
 
@@ -698,7 +700,7 @@ def _markdown(meta, rows, comps) -> str:
                 f"{j['compile_keyed_forward_s']:.1f} s, re-render {j['compile_keyed_rerender_s']:.1f} s.", ""]
     else:
       lines += [f"## PTI, official EG3D-projector vs jaxinv ({c['preset']}, batch 1)", "",
-                f"{o['pivot_steps']} W-pivot steps + {meta['steps']} tuning steps (official ran "
+                f"{o['pivot_steps']} W-pivot steps + {j['options']['steps']} tuning steps (official ran "
                 f"{o['tune_steps_run']} tuning steps; LPIPS early stop "
                 f"{j['options']['lpips_threshold']}), {o['num_w_samples']} w samples, L2 + "
                 f"LPIPS-alex both sides (jaxinv lpips={j['lpips']}), no locality regulariser. "
@@ -708,7 +710,7 @@ def _markdown(meta, rows, comps) -> str:
                 f"| pivot + tuning | {o['total_s']:.2f} (pivot {o['pivot_s']:.2f}, tuning "
                 f"{o['tune_s']:.2f}) | {j['total_s']:.2f} | **{c['ratio']:.2f}** |",
                 f"| per step | {o['total_s'] / (o['pivot_steps'] + max(1, o['tune_steps_run'])):.3f} | "
-                f"{j['total_s'] / (2 * meta['steps']):.3f} | |", "",
+                f"{j['total_s'] / (j['options']['pivot_steps'] + j['options']['steps']):.3f} | |", "",
                 f"jaxinv first call {j['compile_s']:.1f} s (compile + run). Load: official "
                 f"{o['load_start']} -> {o['load_end']}; jaxinv {j['load_start']} -> {j['load_end']}.",
                 "", "Sanity (same weights, deterministic draws), max |official - jaxinv|: mapping ws "
@@ -733,6 +735,10 @@ def main(argv=None):
   p.add_argument("--goae-preset", default="ffhq512_slim", choices=("tiny", "ffhq512_slim"))
   p.add_argument("--pti-preset", default="tiny", choices=("tiny", "ffhq512_slim"))
   p.add_argument("--pti-runs", type=int, default=1, help="timed jaxinv PTI calls after the first")
+  p.add_argument("--pti-pivot-steps", type=int, default=None,
+                 help="PTI comparison: W-pivot steps (default --steps; the release: 450)")
+  p.add_argument("--pti-steps", type=int, default=None,
+                 help="PTI comparison: tuning steps (default --steps; the release: 350)")
   p.add_argument("--threads", type=int, default=2, help="torch threads")
   p.add_argument("--num-w-samples", type=int, default=1000)
   p.add_argument("--pti-lpips-threshold", type=float, default=0.0,
@@ -741,6 +747,8 @@ def main(argv=None):
   p.add_argument("--_worker", choices=("goae", "pti"), help=argparse.SUPPRESS)
   p.add_argument("--_workdir", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  args.pti_pivot_steps = args.steps if args.pti_pivot_steps is None else args.pti_pivot_steps
+  args.pti_steps = args.steps if args.pti_steps is None else args.pti_steps
   args.upstream = dict(u.split("=", 1) for u in args.upstream)
   if args._worker:
     return _worker_main(args)
