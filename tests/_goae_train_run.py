@@ -5,7 +5,7 @@ the test process). Usage: ``python tests/_goae_train_run.py TMPDIR STEPS1 STEPS2
 
 For each stage: run A trains STEPS steps (checkpoints every STEPS/2, all kept); run B gets a copy
 of A's checkpoint at STEPS/2 only and resumes from it through the loop to STEPS. Stage 2 reads
-the stage-1 encoder from run A's workdir.
+the stage-1 encoder from run A's workdir and trains on a one-image bank.
 """
 import hashlib
 import json
@@ -112,7 +112,10 @@ def main():
   out["stage1"] = s1 = _stage(1, tmp, g_path, steps1)
   stage1_files = _files_digest(os.path.join(s1["workdir"], "checkpoints"))
   s1_encoder = load_checkpoint(s1["workdir"])["params"]["encoder"]
-  out["stage2"] = _stage(2, tmp, g_path, steps2, **{"encoder.checkpoint": s1["workdir"]})
+  # Stage 2 on ONE bank image (batch 1): its l2 is then comparable from step to step, so the
+  # test can ask it to fall (over a 32-image bank each step sees another image).
+  out["stage2"] = _stage(2, tmp, g_path, steps2, **{"encoder.checkpoint": s1["workdir"],
+                                                    "data.synthetic.bank": 1})
   # The stage-1 run is untouched, and stage 2's frozen encoder is exactly its final encoder.
   out["stage1_files_unchanged"] = stage1_files == _files_digest(
       os.path.join(s1["workdir"], "checkpoints"))
