@@ -170,6 +170,26 @@ def test_stage1_trains_and_resumes_bit_exactly(runs):
 
 
 @pytest.mark.slow
+def test_loss_networks_are_jit_arguments(tmp_path):
+  """The frozen LPIPS / ArcFace the task loads travel through the jitted step as arrays (a
+  module object there made every GOAE run with an ID weight fail before its first step)."""
+  from conftest import encoder_fixture
+  from jaxinv.convert import irse
+  from jaxinv.convert.common import save_native
+  from jaxinv.convert.lpips import convert_lpips_module
+  _, sd, _ = encoder_fixture("ir_se50")
+  save_native(tmp_path / "arc.npz", "arcface", {"num_layers": 50}, irse.load_arcface(sd)[1])
+  _, lp, _ = encoder_fixture("lpips_alex")
+  save_native(tmp_path / "lp.npz", "lpips", {"net": "alex"}, convert_lpips_module(lp, "alex"))
+  c = goae_config.get_config("stage=1")
+  c.losses.arcface_path, c.losses.lpips_path = str(tmp_path / "arc.npz"), str(tmp_path / "lp.npz")
+  nets = task_goae._load_loss_nets(c)
+  assert set(nets) == {"lpips", "arcface"}
+  leaves = jax.tree_util.tree_leaves(nets)
+  assert leaves and all(hasattr(x, "dtype") for x in leaves)
+  jax.jit(lambda n: jax.tree_util.tree_map(jnp.sum, n))(nets)
+
+
 def test_stage2_trains_afa_only_and_resumes_bit_exactly(runs):
   s = runs["stage2"]
   assert s["groups"] == ["afa"]            # the encoder is never a trainable group

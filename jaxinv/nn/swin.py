@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinv.nn import irse
+
 HIGHEST = jax.lax.Precision.HIGHEST
 
 # Upstream clamps the learnable attention temperature at 1 / 0.01.
@@ -310,8 +312,7 @@ class SwinV2(nn.Module):
     """x: ``[B, img, img, in_chans]`` NHWC."""
     cfg = self.config
     p = cfg.patch_size
-    x = nn.Conv(cfg.embed_dim, (p, p), strides=(p, p), padding="VALID", precision=HIGHEST,
-                name="patch_embed_proj")(x)
+    x = irse.conv2d(cfg.embed_dim, p, p, 0, use_bias=True, name="patch_embed_proj")(x)
     x = _layer_norm("patch_embed_norm")(x)
     stage_inputs = []
     for i in range(cfg.num_stages):

@@ -20,7 +20,8 @@ HWIO kernel, NHWC output, with explicit transposes around it). XLA's own gradien
 have permuted dimension numbers, which XLA:CPU's ``ConvCanonicalization`` rewrites only in the
 entry computation: inside a ``lax.scan`` / ``while`` body or a ``lax.cond`` branch they ran on
 the generic loop emitter, 30-300x slower (PTI's scanned tuning step on the tiny fixture G: 2.0 s
--> 0.3 s). Every convolution of the package that is ever differentiated goes through here.
+-> 0.3 s). Every convolution of the package's trained or inverted networks goes through here
+(the exceptions: the symmetry prior's ``ConvTranspose`` decoder and SSIM's fixed filters).
 
 Gradients are only computed for what is differentiated (``custom_vjp`` with symbolic zeros): a
 frozen network's kernels (LPIPS, ArcFace in a loss) cost no kernel gradient.

@@ -198,7 +198,7 @@ def _load_loss_nets(config) -> dict:
       nets["lpips"] = variables
     else:
       from jaxinv.convert.irse import load_native_arcface
-      nets["arcface"] = load_native_arcface(path)
+      nets["arcface"] = load_native_arcface(path)[1]   # variables only: frozen is a jit argument
   return nets
 
 
