@@ -39,12 +39,16 @@ Paper vs code, each with its switch (default: the paper):
    ``discriminator.start`` (600K), adversarial weight 0.005, R1 gamma 10 every 16 steps, Adam 1e-4,
    the code's halved D loss (``discriminator.halve_loss``). Randomly initialised here (the code
    starts it from EG3D's D checkpoint).
-6. The IR-SE-50 trunks start from random weights here (the paper starts both from face
+6. BatchNorm: both coaches train under ``net.train()`` (batch statistics; the running ones
+   updated on every forward, v1 switches phi to ``eval()`` after ``stop_psp``, v2 does not); we
+   follow v2 (``model.batchnorm='train'``); ``'frozen'`` keeps the running statistics.
+7. The IR-SE-50 trunks start from random weights here (the paper starts both from face
    recognition weights); ``init_from`` can start from another run's params.
 
 ``runlocal``: tiny random EG3D (``jaxinv.models.eg3d.tiny_eg3d``, neural rendering at 16), small
 encoders (``model.size='small'``: a pooled IR-SE pSp stand-in and ``SmallOffsetEncoder``), losses
-at 64 px, batch 1, 50 steps with branch 2 on at 10 and branch 1 frozen at 40, higher lr; LPIPS
+at 64 px, batch 1 (BatchNorm on running statistics), 50 steps with branch 2 on at 10 and branch 1
+frozen at 40, higher lr; LPIPS
 and ID are switched off with a logged notice (no weight files).
 """
 import ml_collections
@@ -70,7 +74,7 @@ def get_config(arg=None):
   c.runlocal = bool(args.get("runlocal", False))
   c.generator = ml_collections.ConfigDict(dict(path="", tiny_seed=0, neural_rendering_resolution=0))
   c.model = ml_collections.ConfigDict(dict(size="release", offset_input="paper",
-                                           small_widths=(16, 32)))
+                                           small_widths=(16, 32), batchnorm="train"))
   c.data = ml_collections.ConfigDict(dict(real=False, path="", pose_labels=""))
   c.data.synthetic = ml_collections.ConfigDict(dict(
       truncation_psi=1.0, flip_prob=0.5, yaw_std=0.25, pitch_std=0.12, conditioning="render",
@@ -105,6 +109,7 @@ def get_config(arg=None):
     c.preview_every = 0
     c.generator.neural_rendering_resolution = 16
     c.model.size = "small"
+    c.model.batchnorm = "frozen"
     c.losses.loss_resolution = 64
     c.schedule.add_triplanenet = 10
     c.schedule.stop_psp = 40

@@ -106,10 +106,12 @@ def main():
   _resume_copy(wa, wb, resume_at)
   train_and_evaluate(config(), wb)
   t2 = time.time()
-  ck = {s: load_checkpoint(wa, step=s)["params"] for s in range(every, steps + 1, every)}
+  cks = {s: load_checkpoint(wa, step=s) for s in range(every, steps + 1, every)}
+  ck = {s: v["params"] for s, v in cks.items()}
   out.update(
       metrics=_metrics(wa), resumed_metrics=_metrics(wb),
       digests={str(s): {g: _digest(p[g]) for g in p} for s, p in ck.items()},
+      model_state_digests={str(s): _digest(v.get("model_state", {})) for s, v in cks.items()},
       resumed_digest={g: _digest(p) for g, p in load_checkpoint(wb)["params"].items()},
       seconds=[round(t1 - t0, 1), round(t2 - t1, 1)])
   print(json.dumps(out))

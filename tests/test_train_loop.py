@@ -83,6 +83,24 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(reference):
   assert events and events[0].stat().st_size > 0
 
 
+def test_init_from_starts_from_another_runs_params_and_model_state(reference, tmp_path):
+  """``init_from``: a fresh workdir starts from the other run's latest params and model_state
+  (e.g. BatchNorm running statistics) at step 0; the other run is left as it was."""
+  ref_wd, _ = reference
+  src = T.load_checkpoint(ref_wd)
+  assert float(np.abs(np.asarray(src["model_state"]["hidden_mean"])).max()) > 0
+  wd = str(tmp_path / "ft")
+  T.train_and_evaluate(debug_config(total_steps=1, checkpoint_every=1, init_from=ref_wd,
+                                    lr=0.0), wd)
+  ck = T.load_checkpoint(wd)
+  assert ck["step"] == 1
+  # lr 0: the net is the source's exactly; the running mean moved one EMA step from the source's.
+  _same_params(ck["params"]["net"], src["params"]["net"])
+  a, b = np.asarray(ck["model_state"]["hidden_mean"]), np.asarray(src["model_state"]["hidden_mean"])
+  assert not np.array_equal(a, b) and np.abs(a - b).max() < 0.5 * np.abs(b).max()
+  assert T.load_checkpoint(ref_wd)["step"] == 20
+
+
 def test_sigkill_after_checkpoint_and_during_save_resumes_bit_identical(reference, dataset,
                                                                           tmp_path):
   """Params, metrics and the data position (the host iterator state is checkpointed)."""

@@ -48,6 +48,8 @@ def test_branch_one_frozen_while_branch_two_trains(run):
   assert d["40"]["triplane"] != d["50"]["triplane"]
   # Before step 10 branch 2 is not updated; after it both move.
   assert d["10"]["triplane"] != d["20"]["triplane"] and d["10"]["psp"] != d["20"]["psp"]
+  # runlocal trains with model.batchnorm='frozen': the running statistics never move.
+  assert len(set(map(str, run["model_state_digests"].values()))) == 1
 
 
 @pytest.mark.slow
@@ -129,3 +131,34 @@ def test_small_stylegan2_discriminator():
   np.testing.assert_allclose(np.asarray(y[0, ..., 1]), np.asarray(y[2, ..., 1]))
   with pytest.raises(ValueError, match="16"):
     d.apply(v, jnp.zeros((1, 8, 8, 3)))
+
+
+def test_batchnorm_trains_on_batch_statistics():
+  """Both encoders run BatchNorm in train mode (the coaches' ``net.train()``): the step's losses do
+  not depend on the running statistics, and it updates them. (The runlocal run above checks
+  ``'frozen'``: statistics bit-identical over 50 steps.)"""
+  import jax
+  import jax.numpy as jnp
+  from jaxinv.train import state as state_lib
+  from jaxinv.train import step as step_lib
+  from jaxinv.train.tasks import build_task
+  c = tpn_config.get_config("runlocal")
+  c.batch_size, c.schedule.add_triplanenet = 2, 0
+  c.losses.mirror, c.model.offset_input = 0.0, "v1"     # fewer renders: a smaller compile
+  c.model.batchnorm = "train"
+  task = build_task(c)
+  params, ms, frozen = task.init(jax.random.PRNGKey(0))
+  assert ms["psp"]["batch_stats"] and ms["triplane"]["batch_stats"]
+  step = jax.jit(step_lib.make_step_fn(task))
+  shifted = jax.tree_util.tree_map(lambda v: v + 3.0, ms)   # running means / vars moved
+  (s0, m0), (_, m1) = [step(state_lib.create(params, m, task.optimizers, 0), frozen, None)
+                       for m in (ms, shifted)]
+  for k in ("loss_psp", "loss_triplane", "psp_pixel", "tri_pixel"):
+    assert float(m0[k]) == float(m1[k]), k
+  for g in ("psp", "triplane"):
+    a, b = jax.tree_util.tree_leaves(ms[g]), jax.tree_util.tree_leaves(s0.model_state[g])
+    assert all(bool(jnp.all(jnp.isfinite(y))) for y in b)
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b)), g
+  c.model.batchnorm = "eval"
+  with pytest.raises(ValueError, match="model.batchnorm"):
+    build_task(c)

@@ -3,7 +3,7 @@
 Stable entry points::
 
   metrics = jaxinv.train.train_and_evaluate(config, workdir)
-  ckpt = jaxinv.train.load_checkpoint(workdir, step=None)   # dict(step=int, params=pytree)
+  ckpt = jaxinv.train.load_checkpoint(workdir, step=None)   # dict(step, params, model_state)
 
 and the command ``python -m jaxinv.train --config configs/METHOD.py[:ARGS] --workdir DIR``.
 """

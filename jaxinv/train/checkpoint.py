@@ -73,7 +73,8 @@ def abstract_of(state, shardings):
 
 
 def load_checkpoint(workdir: str, step: int | None = None) -> dict:
-  """``dict(step=int, params=trainable pytree)`` of a training run's checkpoint (stable API).
+  """``dict(step=int, params=trainable pytree, model_state=pytree)`` of a training run's
+  checkpoint (stable API; ``model_state``: e.g. BatchNorm running statistics, ``{}`` if none).
 
   Reads ``WORKDIR/checkpoints`` (latest step unless ``step`` is given) without needing the
   config: arrays come back as numpy-backed host arrays in their saved structure
@@ -104,5 +105,6 @@ def load_checkpoint(workdir: str, step: int | None = None) -> dict:
       state = reader.restore(item, target)
   finally:
     mngr.close()
-  params = state["params"] if isinstance(state, dict) else state.params
-  return dict(step=int(step), params=params)
+  get = (lambda k: state.get(k, {})) if isinstance(state, dict) else (
+      lambda k: getattr(state, k, {}))
+  return dict(step=int(step), params=get("params"), model_state=get("model_state"))

@@ -129,11 +129,16 @@ def _init_from(config, state):
   path = _get(config, "init_from", "")
   if not path:
     return state
-  loaded = ckpt.load_checkpoint(path)["params"]
-  params = jax.tree_util.tree_map(lambda cur, new: jnp.asarray(new, cur.dtype).reshape(cur.shape),
-                                  state.params, loaded)
+  ck = ckpt.load_checkpoint(path)
+  cast = lambda cur, new: jnp.asarray(new, cur.dtype).reshape(cur.shape)
+  params = jax.tree_util.tree_map(cast, state.params, ck["params"])
   log.info("initialised params from %s", path)
-  return state.replace(params=params)
+  ms = state.model_state
+  tree = jax.tree_util.tree_structure
+  if ck["model_state"] and tree(ck["model_state"]) == tree(ms):
+    ms = jax.tree_util.tree_map(cast, ms, ck["model_state"])   # e.g. BatchNorm running statistics
+    log.info("initialised model_state from %s", path)
+  return state.replace(params=params, model_state=ms)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

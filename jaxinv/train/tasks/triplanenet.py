@@ -14,6 +14,13 @@ Two param groups, two phases per step (in this order, as the official v2 coach):
   eq. 11 with smooth-L1. Updated only from ``step >= schedule.add_triplanenet`` (zero updates
   before; its forward still runs so ``tri_pixel``, the final reconstruction error, is always
   logged).
+* BatchNorm (the release IR-SE trunks of both encoders): train mode, as both coaches train under
+  ``net.train()``. Every training forward normalises with its batch's statistics and updates the
+  running ones in ``model_state``: branch 1's forward while it is active, and branch 2's
+  re-encoding every step. The v2 coach's ``net.forward`` also updates phi's statistics after
+  ``stop_psp``. The discriminator phase's forward keeps no statistics; ``preview`` and inference
+  use the running ones. ``model.batchnorm='frozen'`` uses the running statistics throughout
+  (runlocal: at batch 1 batch statistics normalise every image by its own).
 * optional image discriminator (v2 code only): ``discriminator`` group, a StyleGAN2-resnet D
   (``jaxinv.models.stylegan2_discriminator``) on the offset branch's render, non-saturating
   loss, lazy R1; the adversarial term joins branch 2 from ``discriminator.start``.
@@ -30,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax.core import unfreeze
 
 from jaxinv.data import synthetic
 from jaxinv.inversion.triplanenet import synthesize_planes
@@ -251,6 +259,10 @@ def build(config) -> Task:
       conditioning=str(config.data.synthetic.conditioning),
       random_render=bool(config.data.synthetic.random_render))
   real = bool(get(config.data, "real", False))
+  bn_mode = str(get(config.model, "batchnorm", "train"))
+  if bn_mode not in ("train", "frozen"):
+    raise ValueError(f"model.batchnorm must be 'train' or 'frozen', got {bn_mode!r}")
+  bn_train = bn_mode == "train"
   dcfg = config.discriminator
   use_d = bool(dcfg.enabled)
 
@@ -259,15 +271,17 @@ def build(config) -> Task:
     psp_p, psp_c = split_variables(psp_model.init(k1, jnp.zeros((1, size, size, 3))))
     tri_p, tri_c = split_variables(tri_model.init(k2, jnp.zeros((1, size, size, in_ch))))
     params = {"psp": psp_p, "triplane": tri_p}
-    frozen = {"G": G0, "nets": nets, "w_avg": w_avg_of(G0),
-              "consts": {"psp": psp_c, "triplane": tri_c}}
+    # BatchNorm statistics (the release IR-SE trunks) are model_state: both coaches train with
+    # ``net.train()``, i.e. batch statistics, and update the running ones on every forward.
+    model_state = {"psp": unfreeze(psp_c), "triplane": unfreeze(tri_c)}
+    frozen = {"G": G0, "nets": nets, "w_avg": w_avg_of(G0)}
     if labels is not None:
       frozen["labels"] = jnp.asarray(labels)
     if use_d:
       from jaxinv.models import stylegan2_discriminator as sd
       d_model = sd.from_config(dcfg, size)
       params["discriminator"] = d_model.init(k3, jnp.zeros((1, size, size, 3)))["params"]
-    return TaskInit(params, {}, frozen)
+    return TaskInit(params, model_state, frozen)
 
   def make_batch(frozen, key, step, host_batch):
     if real:
@@ -278,9 +292,13 @@ def build(config) -> Task:
     x = jax.lax.stop_gradient(x)
     return {"x": x, "c": c, MIRROR: synthetic.flip_images(x), "c_m": synthetic.flip_yaw(c)}
 
-  def encode(params, frozen, x):
-    v = {"params": params["psp"], **frozen["consts"]["psp"]}
-    return psp_model.apply(v, x) + frozen["w_avg"]
+  def encode(params, model_state, frozen, x, train: bool):
+    """``(w+, new psp model_state)``; ``train``: batch statistics (torch ``train()``)."""
+    v = {"params": params["psp"], **model_state["psp"]}
+    if not (train and bn_train):
+      return psp_model.apply(v, x) + frozen["w_avg"], model_state["psp"]
+    codes, upd = psp_model.apply(v, x, mutable=list(model_state["psp"]))
+    return codes + frozen["w_avg"], {**model_state["psp"], **unfreeze(upd)}
 
   def render(G, ws, c, key):
     return pool(G.synthesis(ws, c, key=key)["image"], size)
@@ -288,44 +306,58 @@ def build(config) -> Task:
   def psp_loss(params, model_state, frozen, batch, key, step):
     lpips_fn, id_fn = perceptual_fns(config, frozen)
 
-    def run(params, batch, key):
+    def run(params, model_state, batch, key):
       G = frozen["G"]
       k1, k2 = jax.random.split(key)
-      ws = encode(params, frozen, batch["x"])
+      ws, new_psp = encode(params, model_state, frozen, batch["x"], train=True)
       y = render(G, ws, batch["c"], k1)
       y_m = render(G, ws, batch["c_m"], k2) if w_psp.mirror else None
       total, terms = branch_loss(batch["x"], y, batch[MIRROR], y_m, None, weights=w_psp,
                                  pixel="l2", lpips_fn=lpips_fn, id_fn=id_fn, **sym)
-      return total, {f"psp_{k}": v for k, v in terms.items()}
+      return total, {f"psp_{k}": v for k, v in terms.items()}, new_psp
+
+    shapes = jax.eval_shape(run, params, model_state, batch, key)
+
+    def off(params, model_state, batch, key):   # frozen branch 1: no loss, statistics kept
+      zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[:2])
+      return (*zeros, model_state["psp"])
 
     active = step < stop_psp
-    total, metrics = skip_unless(active, run, params, batch, key)
+    total, metrics, new_psp = jax.lax.cond(active, run, off, params, model_state, batch, key)
     metrics["psp_active"] = active.astype(jnp.float32)
-    return total, {"metrics": metrics}
+    return total, {"metrics": metrics, "model_state": {**model_state, "psp": new_psp}}
 
-  def triplane_forward(params, frozen, batch, key):
+  def triplane_forward(params, model_state, frozen, batch, key, train: bool = True):
+    """``(y, y_m, new model_state)``: branch 2's renders (``train``: BatchNorm batch statistics
+    in both encoders and their running statistics updated, as the v2 coach's ``net.forward``)."""
     G = frozen["G"]
     k0, k1, k2, k3 = jax.random.split(key, 4)
     x, xm = batch["x"], batch[MIRROR]
-    ws = jax.lax.stop_gradient(encode(params, frozen, x))   # phi gets no gradient from L_psi
+    ws, new_psp = encode(params, model_state, frozen, x, train)
+    ws = jax.lax.stop_gradient(ws)   # phi gets no gradient from L_psi
     y0 = jax.lax.stop_gradient(render(G, ws, batch["c"], k0))
     parts = [y0, x - y0]
     if in_ch == 9:
       y0_m = jax.lax.stop_gradient(render(G, ws, batch["c_m"], k1))
       parts.append(xm - y0_m)
-    v = {"params": params["triplane"], **frozen["consts"]["triplane"]}
-    offsets = tri_model.apply(v, jnp.concatenate(parts, axis=-1))
+    v = {"params": params["triplane"], **model_state["triplane"]}
+    inp = jnp.concatenate(parts, axis=-1)
+    if train and bn_train:
+      offsets, upd = tri_model.apply(v, inp, mutable=list(model_state["triplane"]))
+      new_tri = {**model_state["triplane"], **unfreeze(upd)}
+    else:
+      offsets, new_tri = tri_model.apply(v, inp), model_state["triplane"]
     planes = jax.lax.stop_gradient(G.planes(ws)) + offsets
     y = pool(synthesize_planes(G, ws, batch["c"], planes, key=k2)["image"], size)
     y_m = None
     if w_tri.mirror:
       y_m = pool(synthesize_planes(G, ws, batch["c_m"], planes, key=k3)["image"], size)
-    return y, y_m
+    return y, y_m, {**model_state, "psp": new_psp, "triplane": new_tri}
 
   def triplane_loss(params, model_state, frozen, batch, key, step):
     lpips_fn, id_fn = perceptual_fns(config, frozen)
     k_fwd, k_d = jax.random.split(key)
-    y, y_m = triplane_forward(params, frozen, batch, k_fwd)
+    y, y_m, new_ms = triplane_forward(params, model_state, frozen, batch, k_fwd)
     total, terms = branch_loss(batch["x"], y, batch[MIRROR], y_m, None, weights=w_tri,
                                pixel="smooth_l1", lpips_fn=lpips_fn, id_fn=id_fn, **sym)
     metrics = {f"tri_{k}": v for k, v in terms.items()}
@@ -337,7 +369,7 @@ def build(config) -> Task:
       metrics["tri_adv"] = adv
       total = total + on * float(dcfg.adv_lambda) * adv
     metrics["tri_active"] = (step >= add_tri).astype(jnp.float32)
-    return total, {"metrics": metrics}
+    return total, {"metrics": metrics, "model_state": new_ms}
 
   phases = [Phase("psp", psp_loss), Phase("triplane", triplane_loss)]
   oc = config.optim
@@ -353,7 +385,7 @@ def build(config) -> Task:
       return d_model.apply({"params": params}, img)
 
     def d_loss(params, model_state, frozen, batch, key, step):
-      y, _ = triplane_forward(params, frozen, batch, key)
+      y, _, _ = triplane_forward(params, model_state, frozen, batch, key)  # statistics not kept
       y = jax.lax.stop_gradient(y)
       loss = adversarial.d_logistic_loss(d_apply(params["discriminator"], batch["x"]),
                                          d_apply(params["discriminator"], y))
@@ -375,7 +407,8 @@ def build(config) -> Task:
     optimizers["discriminator"] = make_optimizer(oc.discriminator)
 
   def preview(params, model_state, frozen, batch):
-    y, y_m = triplane_forward(params, frozen, batch, jax.random.PRNGKey(0))
+    y, y_m, _ = triplane_forward(params, model_state, frozen, batch, jax.random.PRNGKey(0),
+                                 train=False)
     out = {"input": batch["x"], "triplanenet": y}
     if y_m is not None:
       out["mirror_view"] = y_m
