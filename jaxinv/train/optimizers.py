@@ -3,7 +3,8 @@
 ``make_optimizer(cfg) -> optax.GradientTransformation`` with ``cfg`` a mapping (an
 ``ml_collections.ConfigDict`` in configs) of::
 
-  name:          "adam" | "ranger" | "sgd"           (ranger = RAdam + Lookahead, pSp's default)
+  name:          "adam" | "ranger" | "sgd"   (ranger: the pSp family's RAdam + Lookahead +
+                 gradient centralisation, step for step; see ``ranger``)
   lr:            peak learning rate
   schedule:      "constant" (default) | "cosine" | "linear" | "warmup_cosine" | "step"
   warmup_steps:  linear warm-up from 0 (all schedules; default 0)
@@ -16,11 +17,10 @@
   clip_norm:     clip the global gradient norm (default: off)
   freeze:        list of regular expressions over '/'-joined parameter paths; matching leaves
                  get zero updates and no optimizer state (optax.multi_transform + set_to_zero)
+  gradient_centralization: Ranger only (default True, as the official optimizer)
 
-Ranger here is ``optax.lookahead(radam)`` wrapped so that its state and parameters stay a plain
-``params`` pytree: Lookahead keeps "fast" and "slow" copies, and ``apply_updates`` of its update
-moves the fast weights; every k steps they are pulled toward the slow ones. The train loop only
-ever sees ``(updates, state) = opt.update(grads, state, params)``.
+Ranger keeps its Lookahead slow copy in the optimizer state, so the train loop only ever sees
+``(updates, state) = opt.update(grads, state, params)`` on plain ``params`` pytrees.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine", "step")
@@ -71,37 +72,101 @@ def make_schedule(cfg) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
+_TABLE_STEPS = 8192
+
+
+def centralize(grad: jax.Array) -> jax.Array:
+  """Gradient centralisation (Yong et al., 2020) as the pSp-family Ranger applies it to every
+  parameter with more than one dimension: each output unit's gradient minus its mean over the
+  unit's fan-in. jaxinv kernels keep the output features on the last axis (``HWIO`` convs,
+  ``[in, out]`` dense layers), i.e. torch's dimension 0; 0-/1-D leaves are left as they are."""
+  if grad.ndim <= 1:
+    return grad
+  return grad - jnp.mean(grad, axis=tuple(range(grad.ndim - 1)), keepdims=True)
+
+
 def ranger(learning_rate, b1: float = 0.95, b2: float = 0.999, eps: float = 1e-5,
            weight_decay: float = 0.0, lookahead_steps: int = 6,
-           lookahead_alpha: float = 0.5) -> optax.GradientTransformation:
-  """Ranger = RAdam + Lookahead (pSp/e4e's ``Ranger``, without its gradient centralisation).
+           lookahead_alpha: float = 0.5, use_gc: bool = True,
+           n_sma_threshold: float = 5.0) -> optax.GradientTransformation:
+  """Ranger = RAdam + Lookahead + gradient centralisation: the step of the pSp family's
+  ``training/ranger.py`` (pSp, e4e, PREIM3D, TriPlaneNet), on plain parameter pytrees.
 
-  Returns a transformation over plain parameter pytrees: the Lookahead slow copy lives in the
-  optimizer state, the fast weights are the parameters themselves.
+  Per leaf, at step ``t`` (from 1): ``g = centralize(grad)`` (``use_gc``); ``v = b2 v + (1-b2) g^2``,
+  ``m = b1 m + (1-b1) g``; ``N_max = 2/(1-b2) - 1``, ``N = N_max - 2 t b2^t / (1-b2^t)``;
+  ``p -= weight_decay * lr * p``; then if ``N > n_sma_threshold``
+  ``p -= lr * sqrt((1-b2^t) (N-4)/(N_max-4) (N-2)/N N_max/(N_max-2)) / (1-b1^t) * m / (sqrt(v) + eps)``
+  (eps on the uncorrected ``sqrt(v)``, as the official code), else ``p -= lr / (1-b1^t) * m``;
+  every ``lookahead_steps`` steps ``slow += lookahead_alpha (p - slow)`` and ``p = slow``.
+  ``learning_rate`` may be a schedule of the step count. The slow copy lives in the state.
   """
-  inner = optax.chain(
-      optax.scale_by_radam(b1=b1, b2=b2, eps=eps),
-      optax.add_decayed_weights(weight_decay) if weight_decay else optax.identity(),
-      optax.scale_by_learning_rate(learning_rate))
-  look = optax.lookahead(inner, sync_period=lookahead_steps, slow_step_size=lookahead_alpha,
-                         reset_state=False)
+  lr_fn = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+  n_max = 2.0 / (1.0 - b2) - 1.0
+  # RAdam's step sizes are computed in float64 as the official code does (Python floats): in
+  # float32, N_sma's cancellation (N_max - 2 t b2^t / (1 - b2^t) for small t) shifts them by 1e-4.
+  ts = np.arange(1, _TABLE_STEPS + 1, dtype=np.float64)
+  b2ts = b2 ** ts
+  n = n_max - 2 * ts * b2ts / (1 - b2ts)
+  rect_np = n > n_sma_threshold
+  n_safe = np.where(rect_np, n, n_max)
+  rect_table = jnp.asarray(rect_np)
+  rect_step_table = jnp.asarray(np.sqrt((1 - b2ts) * (n_safe - 4) / (n_max - 4) * (n_safe - 2)
+                                        / n_safe * n_max / (n_max - 2)) / (1 - b1 ** ts),
+                                jnp.float32)
+  sgd_step_table = jnp.asarray(1 / (1 - b1 ** ts), jnp.float32)
 
   def init(params):
-    lp = optax.LookaheadParams.init_synced(params)
-    return RangerState(look.init(lp), lp.slow)
+    f32 = lambda p: jnp.zeros(jnp.shape(p), jnp.float32)
+    return RangerState(count=jnp.zeros((), jnp.int32),
+                       mu=jax.tree_util.tree_map(f32, params),
+                       nu=jax.tree_util.tree_map(f32, params),
+                       slow=jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float32), params))
 
-  def update(grads, state, params):
+  def update(grads, state, params=None):
     if params is None:
       raise ValueError("ranger needs params in update (Lookahead pulls them to the slow copy)")
-    upd, look_state = look.update(grads, state.lookahead, optax.LookaheadParams(params, state.slow))
-    return upd.fast, RangerState(look_state, optax.apply_updates(state.slow, upd.slow))
+    t = state.count + 1
+    lr = jnp.asarray(lr_fn(state.count), jnp.float32)
+    i = jnp.minimum(t, _TABLE_STEPS) - 1
+    late = t > _TABLE_STEPS   # float32 is exact enough once N_sma is far from its threshold
+    tf = t.astype(jnp.float32)
+    b2t = jnp.float32(b2) ** tf
+    n_late = n_max - 2.0 * tf * b2t / (1.0 - b2t)
+    late_rect = jnp.sqrt((1 - b2t) * (n_late - 4) / (n_max - 4) * (n_late - 2) / n_late * n_max
+                         / (n_max - 2)) / (1 - jnp.float32(b1) ** tf)
+    rect = jnp.where(late, n_late > n_sma_threshold, rect_table[i])
+    step_rect = jnp.where(late, late_rect, rect_step_table[i])
+    step_sgd = jnp.where(late, 1.0 / (1 - jnp.float32(b1) ** tf), sgd_step_table[i])
+    sync = t % lookahead_steps == 0
+
+    def leaf(g, m, v, p, slow):
+      g = jnp.asarray(g, jnp.float32)
+      if use_gc:
+        g = centralize(g)
+      v = b2 * v + (1 - b2) * g * g
+      m = b1 * m + (1 - b1) * g
+      p32 = jnp.asarray(p, jnp.float32)
+      new = p32 - weight_decay * lr * p32 if weight_decay else p32
+      new = jnp.where(rect, new - lr * step_rect * m / (jnp.sqrt(v) + eps), new - lr * step_sgd * m)
+      slow_new = jnp.where(sync, slow + lookahead_alpha * (new - slow), slow)
+      new = jnp.where(sync, slow_new, new)
+      return new - p32, m, v, slow_new
+
+    tree = jax.tree_util.tree_structure(params)
+    outs = [leaf(*a) for a in zip(*(tree.flatten_up_to(x) for x in
+                                    (grads, state.mu, state.nu, params, state.slow)))]
+    upd, mu, nu, slow = (tree.unflatten([o[j] for o in outs]) for j in range(4))
+    upd = jax.tree_util.tree_map(lambda u, p: u.astype(jnp.result_type(p)), upd, params)
+    return upd, RangerState(count=t, mu=mu, nu=nu, slow=slow)
 
   return optax.GradientTransformation(init, update)
 
 
 class RangerState(NamedTuple):
-  """Ranger's state: optax's ``LookaheadState`` and the slow parameter copy."""
-  lookahead: Any
+  """Ranger's state: the step count, RAdam's moments and Lookahead's slow parameter copy."""
+  count: Any
+  mu: Any
+  nu: Any
   slow: Any
 
 
@@ -140,7 +205,8 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   elif name == "ranger":
     b1, b2, eps = (float(_get(cfg, k, d)) for k, d in (("b1", 0.95), ("b2", 0.999), ("eps", 1e-5)))
     opt = ranger(lr, b1, b2, eps, wd, int(_get(cfg, "lookahead_steps", 6)),
-                 float(_get(cfg, "lookahead_alpha", 0.5)))
+                 float(_get(cfg, "lookahead_alpha", 0.5)), bool(_get(cfg, "gradient_centralization",
+                                                                      True)))
   else:
     opt = optax.sgd(lr, momentum=_get(cfg, "momentum", None))
   clip = _get(cfg, "clip_norm", None)
