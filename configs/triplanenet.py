@@ -29,7 +29,9 @@ Paper vs code, each with its switch (default: the paper):
    this halves the term, which ``normalize_mirror=True`` undoes).
 3. Eq. 8 sums the branch losses; the code stops gradients from the branch-2 loss into phi
    (``requires_grad_(False)``) and steps two optimizers; we follow the code (RECIPES 2.7.1):
-   branch 2 sees ``stop_gradient(w+)`` and detached first-pass renders.
+   branch 2 sees ``stop_gradient(w+)`` and detached first-pass renders. Both losses use the
+   same phi (eq. 8 and the v1 coach's single forward; ``schedule.branch_order='paper'``); the v2
+   coach re-runs phi after its update for branch 2 (``'v2'``).
 4. Offset-encoder input: paper / v2 code ``[y_hat, x - y_hat, x_m - y_hat_m]`` (9 channels,
    ``model.offset_input='paper'``); the released v1 model ``[y_hat, x - y_hat]`` (6, ``'v1'``, the
    form ``jaxinv.inversion.triplanenet`` runs). The decoder's skip of the first-branch tri-plane
@@ -79,7 +81,8 @@ def get_config(arg=None):
   c.data.synthetic = ml_collections.ConfigDict(dict(
       truncation_psi=1.0, flip_prob=0.5, yaw_std=0.25, pitch_std=0.12, conditioning="render",
       random_render=True))
-  c.schedule = ml_collections.ConfigDict(dict(add_triplanenet=20_000, stop_psp=500_000))
+  c.schedule = ml_collections.ConfigDict(dict(add_triplanenet=20_000, stop_psp=500_000,
+                                              branch_order="paper"))
   c.losses = ml_collections.ConfigDict(dict(
       l2_psp=1.0, lpips_psp=1.0, id_psp=0.1,
       smooth_l1_triplane=1.0, lpips_triplane=1.0, id_triplane=0.1,

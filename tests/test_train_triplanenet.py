@@ -162,3 +162,17 @@ def test_batchnorm_trains_on_batch_statistics():
   c.model.batchnorm = "eval"
   with pytest.raises(ValueError, match="model.batchnorm"):
     build_task(c)
+
+
+def test_branch_order():
+  """'paper' (default): branch 2's phase runs first, on the phi branch 1's loss then uses (eq. 8,
+  the v1 coach's one forward); 'v2': after branch 1's update."""
+  from jaxinv.train.tasks import build_task
+  c = tpn_config.get_config("runlocal")
+  assert c.schedule.branch_order == "paper"
+  assert [p.group for p in build_task(c).phases] == ["triplane", "psp"]
+  c.schedule.branch_order = "v2"
+  assert [p.group for p in build_task(c).phases] == ["psp", "triplane"]
+  c.schedule.branch_order = "v3"
+  with pytest.raises(ValueError, match="branch_order"):
+    build_task(c)

@@ -2,7 +2,10 @@
 
 Config: ``configs/triplanenet.py`` (its docstring lists the paper/code differences and switches).
 
-Two param groups, two phases per step (in this order, as the official v2 coach):
+Two param groups, two phases per step. ``schedule.branch_order='paper'`` (default) runs branch 2
+first, so that both branch losses see the same phi, as in eq. 8 and the v1 coach (one forward,
+two backward passes); ``'v2'`` runs branch 1 first and branch 2 on the updated phi, as the v2
+coach's second ``net.forward``:
 
 * ``psp`` (branch 1, phi): ``w+ = phi(x) + w_avg``; ``y_hat = R(G(w+), c)``, ``y_hat_m = R(G(w+), c_m)``;
   eq. 11 with the L2 pixel term (``jaxinv.losses.triplanenet.branch_loss``). Active while
@@ -16,9 +19,9 @@ Two param groups, two phases per step (in this order, as the official v2 coach):
   logged).
 * BatchNorm (the release IR-SE trunks of both encoders): train mode, as both coaches train under
   ``net.train()``. Every training forward normalises with its batch's statistics and updates the
-  running ones in ``model_state``: branch 1's forward while it is active, and branch 2's
-  re-encoding every step. The v2 coach's ``net.forward`` also updates phi's statistics after
-  ``stop_psp``. The discriminator phase's forward keeps no statistics; ``preview`` and inference
+  running ones in ``model_state``: branch 1's forward while it is active (phi) and branch 2's
+  every step (psi; with ``branch_order='v2'`` also phi's, as the v2 coach's ``net.forward``,
+  even after ``stop_psp``). The discriminator phase's forward keeps no statistics; ``preview`` and inference
   use the running ones. ``model.batchnorm='frozen'`` uses the running statistics throughout
   (runlocal: at batch 1 batch statistics normalise every image by its own).
 * optional image discriminator (v2 code only): ``discriminator`` group, a StyleGAN2-resnet D
@@ -263,6 +266,10 @@ def build(config) -> Task:
   if bn_mode not in ("train", "frozen"):
     raise ValueError(f"model.batchnorm must be 'train' or 'frozen', got {bn_mode!r}")
   bn_train = bn_mode == "train"
+  order = str(get(sched, "branch_order", "paper"))
+  if order not in ("paper", "v2"):
+    raise ValueError(f"schedule.branch_order must be 'paper' or 'v2', got {order!r}")
+  keep_psp_stats = order == "v2"
   dcfg = config.discriminator
   use_d = bool(dcfg.enabled)
 
@@ -352,6 +359,8 @@ def build(config) -> Task:
     y_m = None
     if w_tri.mirror:
       y_m = pool(synthesize_planes(G, ws, batch["c_m"], planes, key=k3)["image"], size)
+    if not keep_psp_stats:   # 'paper' order: phi's statistics move once a step, in branch 1
+      new_psp = model_state["psp"]
     return y, y_m, {**model_state, "psp": new_psp, "triplane": new_tri}
 
   def triplane_loss(params, model_state, frozen, batch, key, step):
@@ -372,6 +381,8 @@ def build(config) -> Task:
     return total, {"metrics": metrics, "model_state": new_ms}
 
   phases = [Phase("psp", psp_loss), Phase("triplane", triplane_loss)]
+  if order == "paper":   # branch 2 first: it sees the phi that branch 1's loss is computed with
+    phases = phases[::-1]
   oc = config.optim
   optimizers = {"psp": gated(make_optimizer(oc.psp), 0, stop_psp),
                 "triplane": gated(make_optimizer(oc.triplane), add_tri)}
