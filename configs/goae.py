@@ -25,10 +25,13 @@ Paper vs code (and vs this implementation), each with its switch:
 3. Eq. 11 sums D and E losses; we alternate in every step: the E update against the current D,
    then a D update on that step's detached w+ (e4e runs the D update first; the order here
    lets both use one encoder pass).
-4. L_BG's mask comes from a face parser in the paper; we use the generator's own opacity,
-   ``M = weights_sum < bg_depth.mask_threshold`` on the front-view render (the rays the volume
-   leaves mostly empty), the only background signal a generic EG3D provides without extra
-   networks. ``D_avg`` is the pixel-weighted mean background depth of
+4. L_BG's mask comes from a face parser in the paper; we use opacity, the only background
+   signal a generic EG3D provides without extra networks: ``weights_sum <
+   bg_depth.mask_threshold`` on the front-view render (``bg_depth.mask='own'``; an encoder can
+   lower that term by filling the background with density instead of fixing its depth), on the
+   average canonical sample (``'average'``; fixed), or either
+   (``'union'``, the default: the average head's background is always penalised, the render's
+   own empty rays too). ``D_avg`` is the pixel-weighted mean background depth of
    ``bg_depth.num_samples`` (paper: 100k) canonical samples, computed on device at start
    (``bg_depth.value`` > 0 skips that). The norm is not squared (``bg_depth.squared=True`` for
    a masked MSE instead).
@@ -105,7 +108,7 @@ def get_config(arg=None):
       n_mlp=4, r1_gamma=10.0, r1_every=16, rows="all", real_truncation_psi=1.0))
   c.bg_depth = ml_collections.ConfigDict(dict(
       value=0.0, num_samples=100_000, batch_size=8, mask_threshold=0.5, truncation_psi=1.0,
-      squared=False))
+      squared=False, mask="union"))
   c.progressive = ml_collections.ConfigDict(dict(stage_list=(10_000, 20_000, 30_000)))
   c.stage2 = ml_collections.ConfigDict(dict(render="refined"))
   c.optim = ml_collections.ConfigDict(dict(

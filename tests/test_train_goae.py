@@ -216,3 +216,34 @@ def test_stage2_trains_afa_only_and_resumes_bit_exactly(runs):
 def test_stage2_leaves_the_stage1_encoder_bit_identical(runs):
   assert runs["stage2_encoder_is_stage1"]
   assert runs["stage1_files_unchanged"]
+
+
+def test_background_mask_modes_cannot_all_be_escaped():
+  """L_BG's mask: 'own' follows the render's opacity (a render opaque everywhere escapes it);
+  'average' / 'union' keep the average canonical sample's background (from
+  ``average_background_depth(return_opacity=True)``)."""
+  import ml_collections
+  from jaxinv.train.tasks import goae as goae_task
+  G = _FakeG(jnp.float32(1.0))
+  d, opacity = gi.average_background_depth(G, jax.random.PRNGKey(0), num_samples=4, batch_size=2,
+                                           return_opacity=True)
+  assert opacity.shape == (2, 2, 1)
+  np.testing.assert_allclose(opacity[..., 0], [[0.9, 0.1], [0.2, 0.8]], rtol=1e-6)
+  np.testing.assert_allclose(d, gi.average_background_depth(G, jax.random.PRNGKey(0), 4, 2))
+  avg_mask = L.background_mask(opacity)
+  front_depth = jnp.full((1, 2, 2, 1), 5.0)
+  escaped = dict(image_depth=front_depth, weights_sum=jnp.ones((1, 2, 2, 1)))   # all opaque
+  honest = dict(image_depth=front_depth, weights_sum=jnp.zeros((1, 2, 2, 1)))   # all empty
+  frozen = dict(bg_depth_avg=jnp.float32(3.0), bg_mask_avg=avg_mask)
+  got = {}
+  for mode in goae_task.BG_MASKS:
+    cfg = ml_collections.ConfigDict(dict(bg_depth=dict(mask_threshold=0.5, squared=False,
+                                                       mask=mode)))
+    got[mode] = [tuple(float(v) for v in goae_task._bg_terms(cfg, frozen, f))
+                 for f in (escaped, honest)]
+  assert got["own"][0] == (0.0, 0.0) and got["own"][1][1] == 1.0
+  assert got["average"][0] == got["average"][1] and got["average"][0][1] == 0.5
+  assert got["union"][0][1] == 0.5 and got["union"][1][1] == 1.0
+  assert got["union"][0][0] > 0 and got["average"][0][0] > 0
+  with pytest.raises(ValueError, match="bg_depth.mask"):
+    goae_task._bg_mode(ml_collections.ConfigDict(dict(bg_depth=dict(mask="parser"))))

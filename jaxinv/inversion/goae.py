@@ -287,7 +287,7 @@ def canonical_latents(G: EG3DGenerator, z, truncation_psi: float = 1.0):
 
 def average_background_depth(G: EG3DGenerator, key, num_samples: int, batch_size: int = 8, *,
                              mask_threshold: float = 0.5, truncation_psi: float = 1.0,
-                             neural_rendering_resolution=None) -> jax.Array:
+                             neural_rendering_resolution=None, return_opacity: bool = False):
   """GOAE's ``D_avg``: the mean depth of the background pixels of canonical front-view samples.
 
   For ``ceil(num_samples / batch_size)`` batches (the paper: 100k samples): ``z ~ N(0, I)``,
@@ -295,7 +295,9 @@ def average_background_depth(G: EG3DGenerator, key, num_samples: int, batch_size
   background mask is ``losses.goae.background_mask(weights_sum, mask_threshold)`` (the
   generator's own opacity standing in for the paper's face parser). Returns the pixel-weighted
   mean ``sum(D * M) / sum(M)`` over all samples, a float32 scalar on device (one jitted scan, no
-  host transfer per batch); NaN when no sample has a background pixel.
+  host transfer per batch); NaN when no sample has a background pixel. ``return_opacity=True``
+  returns ``(D_avg, opacity)`` with ``opacity [R, R, 1]`` the per-pixel mean ``weights_sum`` of
+  the same samples (where the average canonical head is).
   """
   n = -(-int(num_samples) // int(batch_size))
   nrr = neural_rendering_resolution
@@ -310,13 +312,18 @@ def average_background_depth(G: EG3DGenerator, key, num_samples: int, batch_size
       out = G.synthesis(ws, c, key=kr, neural_rendering_resolution=nrr)
       mask = goae_losses.background_mask(out["weights_sum"], mask_threshold)
       s, m = goae_losses.background_depth_sums(out["image_depth"], mask)
-      return (acc[0] + s, acc[1] + m), None
+      return (acc[0] + s, acc[1] + m, acc[2] + jnp.sum(out["weights_sum"], axis=0)), None
 
     zero = jnp.zeros((), jnp.float32)
-    (s, m), _ = jax.lax.scan(body, (zero, zero), jax.random.split(key, n))
-    return s / m
+    shape = jax.eval_shape(lambda k: G.synthesis(
+        canonical_latents(G, jnp.zeros((batch_size, G.z_dim)), truncation_psi), c, key=k,
+        neural_rendering_resolution=nrr)["weights_sum"], key).shape
+    opa0 = jnp.zeros(shape[1:], jnp.float32)
+    (s, m, opa), _ = jax.lax.scan(body, (zero, zero, opa0), jax.random.split(key, n))
+    return s / m, opa / (n * batch_size)
 
-  return run(G, key)
+  d, opacity = run(G, key)
+  return (d, opacity) if return_opacity else d
 
 
 def _keys(key, n):

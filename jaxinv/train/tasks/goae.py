@@ -6,7 +6,7 @@ alternating updates in every step:
 * phase ``encoder``: ``w+ = E(pool(I)) + w_avg`` (progressive: the coarse / mid / fine deltas are
   switched on at ``progressive.stage_list``); the planes of ``w+`` are rendered from the input
   camera (``L_rec = l2 * ||I_w+ - I||^2 + lpips * LPIPS + id * ID``) and from ``C_FRONT``
-  (``L_BG`` against ``frozen['bg_depth_avg']``, background = the generator's own opacity);
+  (``L_BG`` against ``frozen['bg_depth_avg']``, background from opacity: ``bg_depth.mask``);
   plus ``adv * L_adv^E`` (eq. 3, against the current D) and ``w_delta * L_w+``. Its (detached)
   ``w+`` goes to ``model_state['fake_ws']``;
 * phase ``latent_d``: eq. 2 without R1 on fresh ``w_c = mapping(z, C_FRONT)`` (real) against
@@ -216,8 +216,29 @@ def _rec_terms(config, nets, y_hat, y):
   return loss, m
 
 
+BG_MASKS = ("own", "average", "union")
+
+
+def _bg_mode(config) -> str:
+  mode = str(_get(config.bg_depth, "mask", "union"))
+  if mode not in BG_MASKS:
+    raise ValueError(f"bg_depth.mask must be one of {BG_MASKS}, got {mode!r}")
+  return mode
+
+
 def _bg_terms(config, frozen, front):
+  """``(L_BG, background fraction)`` of the front-view render ``front``.
+
+  The mask (``bg_depth.mask``): ``'own'`` = the render's own opacity (an encoder can escape the
+  term by filling the background with density); ``'average'`` = ``frozen['bg_mask_avg']``, the
+  rays the average canonical sample leaves empty (fixed, cannot be escaped); ``'union'`` (default)
+  = background where either says so.
+  """
+  mode = _bg_mode(config)
   mask = L.background_mask(front["weights_sum"], float(config.bg_depth.mask_threshold))
+  if mode != "own":
+    avg = jnp.broadcast_to(frozen["bg_mask_avg"], mask.shape)
+    mask = avg if mode == "average" else jnp.maximum(mask, avg)
   bg = L.background_depth_loss(front["image_depth"], mask, frozen["bg_depth_avg"],
                                squared=bool(config.bg_depth.squared))
   return bg, jnp.mean(mask)
@@ -254,14 +275,21 @@ def _init_variables(module, key, *args, fast: bool = False):
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _bg_depth_avg(config, G, key, nrr):
+def _bg_depth_avg(config, G, key, nrr) -> dict:
+  """``frozen`` entries of L_BG: ``bg_depth_avg`` (D_avg) and, unless ``bg_depth.mask='own'``,
+  ``bg_mask_avg`` ``[R, R, 1]`` (the average canonical sample's background)."""
   v = float(_get(config.bg_depth, "value", 0.0) or 0.0)
-  if v > 0:
-    return jnp.float32(v)
-  d = gi.average_background_depth(
+  thr = float(config.bg_depth.mask_threshold)
+  mode = _bg_mode(config)
+  if v > 0 and mode == "own":
+    return dict(bg_depth_avg=jnp.float32(v))
+  d, opacity = gi.average_background_depth(
       G, key, int(config.bg_depth.num_samples), int(config.bg_depth.batch_size),
-      mask_threshold=float(config.bg_depth.mask_threshold),
-      truncation_psi=float(config.bg_depth.truncation_psi), neural_rendering_resolution=nrr)
+      mask_threshold=thr, truncation_psi=float(config.bg_depth.truncation_psi),
+      neural_rendering_resolution=nrr, return_opacity=True)
+  out = {} if mode == "own" else dict(bg_mask_avg=L.background_mask(opacity, thr))
+  if v > 0:
+    return dict(out, bg_depth_avg=jnp.float32(v))
   d_host = float(jax.device_get(d))
   if not math.isfinite(d_host):
     raise ValueError("bg_depth: no background pixel (weights_sum < bg_depth.mask_threshold = "
@@ -269,7 +297,7 @@ def _bg_depth_avg(config, G, key, nrr):
                      "canonical samples; raise the threshold or set bg_depth.value")
   log.info("D_avg (average canonical background depth over %d samples) = %.6f "
            "(set bg_depth.value to reuse it)", int(config.bg_depth.num_samples), d_host)
-  return d
+  return dict(out, bg_depth_avg=d)
 
 
 def _synthetic_config(config, G):
@@ -398,7 +426,7 @@ def _build_stage1(config) -> Task:
     enc = _init_variables(GOAEncoder(ecfg), k_e, jnp.zeros((1, s, s, 3)), fast=fast)
     dvars = _init_variables(LatentDiscriminator(n_mlp=int(config.latent_d.n_mlp)), k_d,
                             jnp.zeros((1, ecfg.w_dim)), fast=fast)
-    frozen = dict(G=G0, bg_depth_avg=_bg_depth_avg(config, G0, k_bg, nrr),
+    frozen = dict(G=G0, **_bg_depth_avg(config, G0, k_bg, nrr),
                   **_load_loss_nets(config), **synthetic_bank(config, G0, k_data))
     return TaskInit(params=dict(latent_d=dvars, encoder=enc),
                     model_state=dict(fake_ws=jnp.zeros((b, ecfg.num_ws, ecfg.w_dim))),
@@ -495,7 +523,7 @@ def _build_stage2(config) -> Task:
     afa = _init_variables(AFA(acfg), k_a, z, z, jnp.zeros((1, 32, 32, acfg.feat_dim)), fast=fast)
     params = dict(afa=afa["params"])
     frozen = dict(G=G0, encoder=enc, afa_batch_stats=afa["batch_stats"],
-                  bg_depth_avg=_bg_depth_avg(config, G0, k_bg, nrr), **_load_loss_nets(config),
+                  **_bg_depth_avg(config, G0, k_bg, nrr), **_load_loss_nets(config),
                   **synthetic_bank(config, G0, k_data))
     if lam_d > 0:
       if ck is not None and "latent_d" in ck["params"]:
