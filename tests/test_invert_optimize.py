@@ -119,3 +119,23 @@ def test_triplane_opt_beats_its_starting_point():
   end = np.asarray(jnp.mean(jnp.square(G.render_planes(planes, ws, c)["image"] - target),
                             axis=(1, 2, 3)))
   assert np.all(end < start), (start, end)
+
+
+def test_baselines_from_one_uint8_image():
+  """Every baseline takes one ``[H, W, 3]`` uint8 photo and its ``[25]`` camera (a batch of
+  one), and the uint8 image gives what its float form ``x / 127.5 - 1`` gives."""
+  G, c, target = _setup()
+  u8 = np.asarray(np.clip(np.rint((np.asarray(target[0]) + 1) * 127.5), 0, 255), np.uint8)
+  as_float = jnp.asarray(u8, jnp.float32) / 127.5 - 1.0
+  w = {"generator": G}
+  key = jax.random.PRNGKey(5)
+  few = dict(steps=2, num_w_samples=64)
+  for method, opts in (("w", few), ("wplus", few), ("pti", dict(few, pivot_steps=2)),
+                       ("triplane_opt", dict(steps=1, max_linesearch_steps=2, start_steps=2,
+                                             num_w_samples=64, linesearch="backtracking"))):
+    inv = jaxinv.invert(u8, c[0], method=method, weights=w, key=key, **opts)
+    assert inv.ws.shape == (1, G.num_ws, 512) and inv.c.shape == (1, 25), method
+    assert np.all(np.isfinite(np.asarray(inv.extra["loss"]))), method
+    if method == "w":
+      ref = jaxinv.invert(as_float, c[0], method=method, weights=w, key=key, **opts)
+      np.testing.assert_allclose(inv.ws, ref.ws, atol=1e-6)
