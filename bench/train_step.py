@@ -1,8 +1,11 @@
-"""Train-step speed: jaxinv's pSp / PREIM3D step vs the official PyTorch coach step (same run, CPU).
+"""Train-step speed: jaxinv's pSp / PREIM3D / TriPlaneNet step vs the official PyTorch coach step
+(same run, CPU).
 
   python bench/train_step.py --upstream pixel2style2pixel=/tmp/up/psp \
       --upstream preim3d=/tmp/up/preim3d --upstream eg3d=/tmp/up/eg3d/eg3d \
-      [--tasks psp,preim3d] [--steps 4] [--batch 2] [--generator tiny|ffhq512_slim] [--threads 2]
+      --upstream triplanenet=/tmp/up/triplanenet \
+      [--tasks psp,preim3d,triplanenet] [--steps 4] [--batch 2] [--generator tiny|ffhq512_slim]
+      [--threads 2]
   python bench/train_step.py --render bench/results/train_step_cpu    # the .md from the .json
 
 (run it with a Python that has torch, torchvision, matplotlib, imageio, tensorboard and, for pSp's
@@ -47,6 +50,20 @@ loss = coach.calc_loss(...); loss.backward(); optimizer.step()`` where
   used as is since its decoder is a StyleGAN2 with fused CUDA ops, so its forward is reproduced
   with EG3D in place of StyleGAN2: ``codes = encoder(x) + latent_avg`` (latent_avg = G's
   ``w_avg``), ``face_pool(G.synthesis(codes, c, noise_mode='const')['image'])``.
+
+TriPlaneNet (``--tasks triplanenet``): the official v1 ``training/coach.py`` loop body with both
+branches on (``add_triplanenet=0``): ``net.forward(x, c, resize=True, return_yhat_psp=True)`` (pSp
+encoder -> G render; the offset U-Net on ``[y_hat_psp, x - y_hat_psp]`` -> G render with the
+offsets), then ``calc_loss_psp`` backward + Ranger step on phi, ``calc_loss_triplane`` backward +
+Ranger step on psi, with the coach's default weights (L2 1, LPIPS 0.8, ID 0.1; smooth-L1 1,
+LPIPS 0.1, ID 0.1), BatchNorm in train mode. The ``TriPlaneNet`` net is assembled by its own
+``set_psp_encoder`` / ``set_triplane_encoder`` with the fixture weights
+(``triplanenet_psp_encoder``, ``triplanenet_triplane_encoder``) and the fixture G in its
+``models.eg3d.triplane.TriPlaneGenerator`` (its constructor would ``torch.load`` released files).
+jaxinv: ``configs/triplanenet.py`` with ``model.offset_input='v1'``, ``losses.mirror=0``, the same
+weights, ``data.real=True`` (the same host batch), ``schedule.branch_order='paper'`` (branch 2 on
+the phi of branch 1's loss, as v1's single forward). jaxinv's step runs phi's forward twice (once
+per phase, the second without gradient) where v1 runs it once.
 
 Patches, at run time only (no upstream file is edited): ``models.stylegan2.op`` is replaced by a
 module of placeholders (CUDA extension import; never called); ``configs.paths_config
@@ -95,8 +112,12 @@ FIXTURES = SHARED / "fixtures"
 CACHE = pathlib.Path(tempfile.gettempdir()) / "jaxinv_bench_train_step"
 RES = 256           # encoder input and loss resolution (pSp / PREIM3D)
 N_STYLES = 14       # EG3D num_ws
-ENC_FIXTURE = {"psp": "psp_gradual_style_encoder", "preim3d": "preim3d_wplus_encoder"}
+ENC_FIXTURE = {"psp": "psp_gradual_style_encoder", "preim3d": "preim3d_wplus_encoder",
+               "triplanenet": "triplanenet_psp_encoder"}
 WEIGHTS = {"psp": dict(l2=1.0, lpips=0.8, id=0.1), "preim3d": dict(l2=1.0, lpips=0.8, id=0.4)}
+# TriPlaneNet v1 coach defaults (options/train_options.py): branch 1 / branch 2 weights.
+TPN_WEIGHTS = dict(l2_psp=1.0, lpips_psp=0.8, id_psp=0.1,
+                   smooth_l1_triplane=1.0, lpips_triplane=0.1, id_triplane=0.1)
 
 
 # --------------------------------------------------------------------------------- shared
@@ -164,15 +185,23 @@ def _stub_stylegan2_op():
   sys.modules["models.stylegan2.op"] = op
 
 
-def _official_G(checkout: str, gen: str):
-  """The official TriPlaneGenerator (``training.triplane`` of ``checkout``) with fixture weights."""
+def _official_G(checkout: str, gen: str, module: str = "training.triplane"):
+  """The official TriPlaneGenerator (``module`` of ``checkout``) with fixture weights.
+
+  TriPlaneNet keeps its EG3D copy under ``models.eg3d`` (``module="models.eg3d.triplane"``); the
+  superresolution class name of the fixture's kwargs is moved there too, as in its checkpoints.
+  """
   import torch
   cfg, sd = _eg3d_fixture(gen)
+  kwargs = json.loads(json.dumps(cfg["constructor_kwargs"]))
+  package = module.rsplit(".", 1)[0]
+  if package != "training":
+    rk = kwargs["rendering_kwargs"]
+    rk["superresolution_module"] = rk["superresolution_module"].replace("training.", package + ".")
   _purge(TOP_LEVEL)
   sys.path.insert(0, checkout)
   try:
-    from training.triplane import TriPlaneGenerator
-    G = TriPlaneGenerator(**cfg["constructor_kwargs"])
+    G = importlib.import_module(module).TriPlaneGenerator(**kwargs)
   finally:
     sys.path.remove(checkout)
   G.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
@@ -246,7 +275,89 @@ def _import_checkout(checkout: str):
   paths.model_paths["ir_se50"] = _official_arcface_file()
 
 
+def official_triplanenet(up: dict, batch: int, steps: int, gen: str, threads: int) -> dict:
+  """One iteration of the official v1 ``training/coach.py`` ``Coach.train`` loop body with both
+  branches on (``add_triplanenet <= step < stop_psp``)."""
+  import torch
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  t_build = time.perf_counter()
+  repo = up["triplanenet"]
+  G = _official_G(repo, gen, module="models.eg3d.triplane")
+  _import_checkout(repo)
+  coach_mod = importlib.import_module("training.coach")
+  net_mod = importlib.import_module("models.triplanenet")
+  id_loss = importlib.import_module("criteria.id_loss")
+  TrainOptions = importlib.import_module("options.train_options").TrainOptions
+  args = ["--exp_dir", str(CACHE / "exp"), "--batch_size", str(batch), "--device", "cpu",
+          "--add_triplanenet", "0"]
+  flags = dict(l2_psp="l2_lambda_psp", lpips_psp="lpips_lambda_psp", id_psp="id_lambda_psp",
+               smooth_l1_triplane="l1_lambda_triplane", lpips_triplane="lpips_lambda_triplane",
+               id_triplane="id_lambda_triplane")
+  for k, v in TPN_WEIGHTS.items():
+    args += [f"--{flags[k]}", str(v)]
+  opts = TrainOptions().parser.parse_args(args)
+  # TriPlaneNet.__init__ torch.loads the released EG3D / IR-SE-50 files: the same modules are
+  # built by its own set_* methods here and get the fixture weights instead.
+  net = net_mod.TriPlaneNet.__new__(net_mod.TriPlaneNet)
+  torch.nn.Module.__init__(net)
+  net.opts = opts
+  net.set_psp_encoder()
+  net.set_triplane_encoder()
+  net.psp_encoder.load_state_dict({k: torch.from_numpy(v) for k, v in _encoder_sd(
+      "triplanenet").items()}, strict=True)
+  net.triplanenet_encoder.load_state_dict({k: torch.from_numpy(v) for k, v in _fixture_sd(
+      "triplanenet_triplane_encoder").items()}, strict=True)
+  net.decoder = G
+  net.latent_avg = G.backbone.mapping.w_avg.detach().clone()[None].repeat(opts.n_styles, 1)
+  coach = coach_mod.Coach.__new__(coach_mod.Coach)
+  coach.opts, coach.device, coach.global_step, coach.net = opts, "cpu", 0, net
+  coach.mse_loss = torch.nn.MSELoss().eval()
+  coach.lpips_loss = _official_lpips()
+  coach.id_loss = id_loss.IDLoss().eval()
+  coach.optimizer_triplane = coach.configure_triplane_optimizers()
+  coach.optimizer_psp = coach.configure_psp_optimizers()
+  coach.net.train()
+  build_s = time.perf_counter() - t_build
+  hb = _host_batch(batch)
+  x_real = torch.from_numpy(hb["image"].transpose(0, 3, 1, 2).copy())
+  c_real = torch.from_numpy(hb["c"])
+
+  def one_step():   # Coach.train's loop body (logging, validation and saving left out)
+    t = time.perf_counter()
+    coach.optimizer_triplane.zero_grad()
+    coach.optimizer_psp.zero_grad()
+    x, c = x_real.clone(), c_real
+    x_clone = x.clone()
+    coach.net.triplanenet_encoder.requires_grad_(True)
+    coach.net.psp_encoder.requires_grad_(True)
+    y_hat, y_hat_psp = coach.net.forward(x, camera_params=c, resize=True, return_yhat_psp=True)
+    loss_dict = {}
+    loss_psp, loss_dict, _ = coach.calc_loss_psp(x_clone, y_hat_psp, loss_dict)
+    loss_psp.backward()
+    coach.optimizer_psp.step()
+    coach.optimizer_psp.zero_grad()
+    loss_tri, loss_dict, _ = coach.calc_loss_triplane(x, y_hat, loss_dict)
+    loss_tri.backward()
+    coach.optimizer_triplane.step()
+    coach.optimizer_triplane.zero_grad()
+    dt = time.perf_counter() - t
+    coach.global_step += 1
+    terms.append({k: float(v) for k, v in loss_dict.items()})
+    return dt, False, float(loss_psp) + float(loss_tri)
+
+  terms = []
+  load_start = _load()
+  warm = [one_step()]
+  timed = [one_step() for _ in range(steps)]
+  return _summary("triplanenet", "official", batch, steps, timed, load_start, _load(),
+                  warmup_s=[w[0] for w in warm], build_s=build_s, terms=terms[:2],
+                  torch=torch.__version__, threads=torch.get_num_threads())
+
+
 def official(task: str, up: dict, batch: int, steps: int, gen: str, threads: int) -> dict:
+  if task == "triplanenet":
+    return official_triplanenet(up, batch, steps, gen, threads)
   import torch
   torch.set_num_threads(threads)
   torch.manual_seed(0)
@@ -375,6 +486,39 @@ def _jaxinv_files(gen: str) -> dict:
   return {k: str(v) for k, v in out.items()}
 
 
+def _jaxinv_triplanenet(config, files, batch):
+  """``configs/triplanenet.py`` set to the v1 coach's step (see the docstring)."""
+  config.batch_size = batch
+  config.generator.path = files["G"]
+  config.model.update(size="release", offset_input="v1", batchnorm="train")
+  config.data.real = True
+  config.schedule.update(add_triplanenet=0, stop_psp=10**9)
+  config.losses.update(dict(TPN_WEIGHTS, mirror=0.0, lpips_path=files["lpips"],
+                            arcface_path=files["arcface"], loss_resolution=RES, id_crop="psp"))
+
+
+def _load_triplanenet_fixtures(params, ms):
+  import jax
+  import jax.numpy as jnp
+  from jaxinv.convert import psp as psp_convert
+  from jaxinv.convert import triplanenet as tri_convert
+  _, pv = psp_convert.load_encoder_from_state_dict(_encoder_sd("triplanenet"),
+                                                   "GradualStyleEncoder", N_STYLES)
+  _, tv = tri_convert.load_triplane_encoder_from_state_dict(
+      _fixture_sd("triplanenet_triplane_encoder"))
+  as_j = lambda t: jax.tree_util.tree_map(jnp.asarray, t)
+  same = True
+  for g, v in (("psp", pv), ("triplane", tv)):
+    ok = (jax.tree_util.tree_structure(v["params"]) == jax.tree_util.tree_structure(params[g])
+          and jax.tree_util.tree_structure(v["batch_stats"]) ==
+          jax.tree_util.tree_structure(ms[g]["batch_stats"]))
+    if ok:
+      params = dict(params, **{g: as_j(v["params"])})
+      ms = dict(ms, **{g: {"batch_stats": as_j(v["batch_stats"])}})
+    same = same and ok
+  return params, ms, same
+
+
 def jaxinv_side(task: str, batch: int, steps: int, gen: str) -> dict:
   import jax
   import jax.numpy as jnp
@@ -387,39 +531,49 @@ def jaxinv_side(task: str, batch: int, steps: int, gen: str) -> dict:
   t_build = time.perf_counter()
   files = _jaxinv_files(gen)
   config = importlib.import_module(task).get_config(None)
-  config.batch_size = batch
-  config.generator.path = files["G"]
-  config.encoder.backbone_path = ""
-  config.encoder.input_size = RES
-  config.losses.update(dict(WEIGHTS[task], lpips_path=files["lpips"],
-                            arcface_path=files["arcface"], resolution=RES,
-                            id_crop="psp" if task == "psp" else "none"))
-  if task == "preim3d":
-    # Multi-view ID off, as on the official side (both start it at step 100k): without this the
-    # compiled step also holds the untaken 4-view branch (compile time and memory, not step time).
-    config.preim3d.sur_delta = 0.0
-    config.preim3d.sur_constant = 0.0
-  task_obj = build_task(config)
-  params, ms, frozen = task_obj.init(jax.random.PRNGKey(0))
-  _, variables = psp_convert.load_encoder_from_state_dict(
-      _encoder_sd(task), "GradualStyleEncoder" if task == "psp" else "WPlusEncoder", N_STYLES)
-  same = (jax.tree_util.tree_structure(variables["params"]) ==
-          jax.tree_util.tree_structure(params["encoder"]) and
-          all(a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(variables["params"]),
-                                                 jax.tree_util.tree_leaves(params["encoder"]))))
-  if same:  # the fixture weights, as on the official side
-    params = dict(params, encoder=jax.tree_util.tree_map(jnp.asarray, variables["params"]))
-    ms = dict(ms, batch_stats=jax.tree_util.tree_map(jnp.asarray, variables["batch_stats"]))
+  if task == "triplanenet":
+    _jaxinv_triplanenet(config, files, batch)
+    task_obj = build_task(config)
+    params, ms, frozen = task_obj.init(jax.random.PRNGKey(0))
+    params, ms, same = _load_triplanenet_fixtures(params, ms)
+  else:
+    config.batch_size = batch
+    config.generator.path = files["G"]
+    config.encoder.backbone_path = ""
+    config.encoder.input_size = RES
+    config.losses.update(dict(WEIGHTS[task], lpips_path=files["lpips"],
+                              arcface_path=files["arcface"], resolution=RES,
+                              id_crop="psp" if task == "psp" else "none"))
+    if task == "preim3d":
+      # Multi-view ID off, as on the official side (both start it at step 100k): without this the
+      # compiled step also holds the untaken 4-view branch (compile time and memory, not step
+      # time).
+      config.preim3d.sur_delta = 0.0
+      config.preim3d.sur_constant = 0.0
+    task_obj = build_task(config)
+    params, ms, frozen = task_obj.init(jax.random.PRNGKey(0))
+    _, variables = psp_convert.load_encoder_from_state_dict(
+        _encoder_sd(task), "GradualStyleEncoder" if task == "psp" else "WPlusEncoder", N_STYLES)
+    same = (jax.tree_util.tree_structure(variables["params"]) ==
+            jax.tree_util.tree_structure(params["encoder"]) and
+            all(a.shape == b.shape for a, b in zip(jax.tree_util.tree_leaves(variables["params"]),
+                                                   jax.tree_util.tree_leaves(params["encoder"]))))
+    if same:  # the fixture weights, as on the official side
+      params = dict(params, encoder=jax.tree_util.tree_map(jnp.asarray, variables["params"]))
+      ms = dict(ms, batch_stats=jax.tree_util.tree_map(jnp.asarray, variables["batch_stats"]))
   state = state_lib.create(params, ms, task_obj.optimizers, 0)
   step = jax.jit(step_lib.make_step_fn(task_obj), donate_argnums=0)
   hb = {k: jnp.asarray(v) for k, v in _host_batch(batch).items()}
   build_s = time.perf_counter() - t_build
+
+  terms = []
 
   def one_step(state):
     in_domain = task == "preim3d" and int(state.step) % 2 == 0
     t = time.perf_counter()
     state, m = step(state, frozen, hb)
     jax.block_until_ready((state, m))
+    terms.append({k: float(v) for k, v in m.items()})
     return state, (time.perf_counter() - t, in_domain, float(m["loss"]))
 
   load_start = _load()
@@ -434,6 +588,7 @@ def jaxinv_side(task: str, batch: int, steps: int, gen: str) -> dict:
     timed.append(r)
   return _summary(task, "jaxinv", batch, steps, timed, load_start, _load(),
                   warmup_s=[w[0] for w in warm], build_s=build_s, compile_s=first[0],
+                  terms=terms[:2],
                   jax=jax.__version__, backend=jax.default_backend(),
                   encoder_weights="fixture" if same else "random init (fixture tree differs)")
 
@@ -488,7 +643,8 @@ def _fmt_load(x):
   return "/".join(f"{v:.1f}" for v in x)
 
 
-UPSTREAM_COMMITS = {"pixel2style2pixel": "eladrich/pixel2style2pixel @ 5cfff385",
+UPSTREAM_COMMITS = {"triplanenet": "anantarb/triplanenet @ 25df29bb",
+                    "pixel2style2pixel": "eladrich/pixel2style2pixel @ 5cfff385",
                     "preim3d": "mybabyyh/Preim3D @ 6f68ad61", "eg3d": "NVlabs/eg3d @ 7cf1fd1e"}
 PSP_MEMORY_NOTE = (
     "psp: not measured in this file. The pSp GradualStyleEncoder with EG3D's 14 style heads has "
@@ -513,6 +669,7 @@ def write(rows: dict, a, path_stem: str) -> None:
         raise SystemExit(f"--append: {path_stem}.json has {k}={old['meta'][k]}, not {meta[k]}")
     results = old["results"]
     commands = old["meta"].get("commands", [old["meta"]["command"]])
+    meta["upstream"] = {**old["meta"].get("upstream", {}), **meta["upstream"]}
   meta["commands"] = commands + [meta["command"]]
   commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip() or "unknown"
@@ -530,7 +687,8 @@ def render(path_stem: str) -> None:
   d = json.loads(pathlib.Path(path_stem + ".json").read_text())
   meta, results = d["meta"], d["results"]
   lines = [
-      "# Train step on CPU: jaxinv vs the official pSp / PREIM3D coach step (same run)", "",
+      "# Train step on CPU: jaxinv vs the official pSp / PREIM3D / TriPlaneNet coach step "
+      "(same run)", "",
       f"{meta['machine']}, {meta['cpus']} CPUs (shared with other sessions' tests), torch "
       f"{meta['torch']} ({meta['torch_threads']} threads), jax {meta['jax']}. Batch "
       f"{meta['batch']}, encoder input and losses at {meta['resolution']}x{meta['resolution']}, "
@@ -567,7 +725,8 @@ def render(path_stem: str) -> None:
   if not any(r["task"] == "psp" for r in results):
     lines += ["", PSP_MEMORY_NOTE]
   lines += ["", "Reproduce: official checkouts from GitHub at the commits above (e.g. `git archive` "
-            "into /tmp/up_t/{psp,preim3d,eg3d}), then in a venv with torch + torchvision beside "
+            "into /tmp/up_t/{psp,preim3d,eg3d,triplanenet}), then in a venv with torch + "
+            "torchvision (+ matplotlib, tensorboard, opencv-python-headless for the coaches' imports) beside "
             f"jaxinv: `nice -n 10 {' ; nice -n 10 '.join(meta.get('commands', [meta['command']]))}` (re-render this file from the JSON: "
             "`python bench/train_step.py --render bench/results/train_step_cpu`)."]
   with open(path_stem + ".md", "w") as f:
@@ -600,7 +759,8 @@ def main():
   if a.child:
     _child(a)
     return
-  need = {"psp": ("pixel2style2pixel", "eg3d"), "preim3d": ("preim3d",)}
+  need = {"psp": ("pixel2style2pixel", "eg3d"), "preim3d": ("preim3d",),
+          "triplanenet": ("triplanenet",)}
   tasks = a.tasks.split(",")
   missing = sorted({n for t in tasks for n in need[t]} - set(a.upstream))
   if missing:
