@@ -165,14 +165,19 @@ def test_batchnorm_trains_on_batch_statistics():
 
 
 def test_branch_order():
-  """'paper' (default): branch 2's phase runs first, on the phi branch 1's loss then uses (eq. 8,
-  the v1 coach's one forward); 'v2': after branch 1's update."""
+  """'paper' (default): branch 2 starts from branch 1's first pass of the step (the phi branch 1's
+  loss used, eq. 8 / the v1 coach's one forward), handed over in model_state; 'v2': re-run."""
+  import jax
   from jaxinv.train.tasks import build_task
   c = tpn_config.get_config("runlocal")
   assert c.schedule.branch_order == "paper"
-  assert [p.group for p in build_task(c).phases] == ["triplane", "psp"]
+  t = build_task(c)
+  assert [p.group for p in t.phases] == ["psp", "triplane"]
+  ms = t.init(jax.random.PRNGKey(0)).model_state
+  assert set(ms["first_pass"]) == {"ws", "y0", "y0_m"}          # 9-channel offset input
+  assert ms["first_pass"]["y0"].shape == (1, 64, 64, 3)
   c.schedule.branch_order = "v2"
-  assert [p.group for p in build_task(c).phases] == ["psp", "triplane"]
+  assert "first_pass" not in build_task(c).init(jax.random.PRNGKey(0)).model_state
   c.schedule.branch_order = "v3"
   with pytest.raises(ValueError, match="branch_order"):
     build_task(c)

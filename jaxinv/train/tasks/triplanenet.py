@@ -2,10 +2,12 @@
 
 Config: ``configs/triplanenet.py`` (its docstring lists the paper/code differences and switches).
 
-Two param groups, two phases per step. ``schedule.branch_order='paper'`` (default) runs branch 2
-first, so that both branch losses see the same phi, as in eq. 8 and the v1 coach (one forward,
-two backward passes); ``'v2'`` runs branch 1 first and branch 2 on the updated phi, as the v2
-coach's second ``net.forward``:
+Two param groups, two phases per step, branch 1 first. ``schedule.branch_order='paper'``
+(default): both branch losses see the same phi, as in eq. 8 and the v1 coach (one forward, two
+backward passes): branch 1 leaves its detached ``w+`` and renders in
+``model_state['first_pass']`` and branch 2 starts from them (one phi forward a step; after
+``stop_psp`` phi runs on its running BatchNorm statistics, v1's ``eval()``). ``'v2'``: branch 2
+re-runs phi after branch 1's update, as the v2 coach's second ``net.forward``:
 
 * ``psp`` (branch 1, phi): ``w+ = phi(x) + w_avg``; ``y_hat = R(G(w+), c)``, ``y_hat_m = R(G(w+), c_m)``;
   eq. 11 with the L2 pixel term (``jaxinv.losses.triplanenet.branch_loss``). Active while
@@ -270,6 +272,7 @@ def build(config) -> Task:
   if order not in ("paper", "v2"):
     raise ValueError(f"schedule.branch_order must be 'paper' or 'v2', got {order!r}")
   keep_psp_stats = order == "v2"
+  use_stash = order == "paper"
   dcfg = config.discriminator
   use_d = bool(dcfg.enabled)
 
@@ -281,6 +284,10 @@ def build(config) -> Task:
     # BatchNorm statistics (the release IR-SE trunks) are model_state: both coaches train with
     # ``net.train()``, i.e. batch statistics, and update the running ones on every forward.
     model_state = {"psp": unfreeze(psp_c), "triplane": unfreeze(tri_c)}
+    if use_stash:   # written by branch 1 each step before branch 2 reads it
+      img = jnp.zeros((batch_size, size, size, 3), jnp.float32)
+      model_state["first_pass"] = {"ws": jnp.zeros((batch_size, G0.num_ws, 512), jnp.float32),
+                                   "y0": img, **({"y0_m": img} if in_ch == 9 else {})}
     frozen = {"G": G0, "nets": nets, "w_avg": w_avg_of(G0)}
     if labels is not None:
       frozen["labels"] = jnp.asarray(labels)
@@ -321,18 +328,36 @@ def build(config) -> Task:
       y_m = render(G, ws, batch["c_m"], k2) if w_psp.mirror else None
       total, terms = branch_loss(batch["x"], y, batch[MIRROR], y_m, None, weights=w_psp,
                                  pixel="l2", lpips_fn=lpips_fn, id_fn=id_fn, **sym)
-      return total, {f"psp_{k}": v for k, v in terms.items()}, new_psp
+      stash = first_pass(G, ws, y, y_m, batch, k2) if use_stash else {}
+      return total, {f"psp_{k}": v for k, v in terms.items()}, new_psp, stash
 
     shapes = jax.eval_shape(run, params, model_state, batch, key)
 
     def off(params, model_state, batch, key):   # frozen branch 1: no loss, statistics kept
       zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[:2])
-      return (*zeros, model_state["psp"])
+      stash = {}
+      if use_stash:   # v1: phi in eval() after stop_psp
+        G = frozen["G"]
+        k1, k2 = jax.random.split(key)
+        ws, _ = encode(params, model_state, frozen, batch["x"], train=False)
+        stash = first_pass(G, ws, render(G, ws, batch["c"], k1), None, batch, k2)
+      return (*zeros, model_state["psp"], stash)
 
     active = step < stop_psp
-    total, metrics, new_psp = jax.lax.cond(active, run, off, params, model_state, batch, key)
+    total, metrics, new_psp, stash = jax.lax.cond(active, run, off, params, model_state, batch,
+                                                  key)
     metrics["psp_active"] = active.astype(jnp.float32)
-    return total, {"metrics": metrics, "model_state": {**model_state, "psp": new_psp}}
+    new_ms = {**model_state, "psp": new_psp}
+    if use_stash:
+      new_ms["first_pass"] = stash
+    return total, {"metrics": metrics, "model_state": new_ms}
+
+  def first_pass(G, ws, y, y_m, batch, key):
+    """Branch 1's detached ``w+`` and renders, for branch 2 in the same step ('paper' order)."""
+    out = {"ws": ws, "y0": y}
+    if in_ch == 9:
+      out["y0_m"] = y_m if y_m is not None else render(G, ws, batch["c_m"], key)
+    return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
 
   def triplane_forward(params, model_state, frozen, batch, key, train: bool = True):
     """``(y, y_m, new model_state)``: branch 2's renders (``train``: BatchNorm batch statistics
@@ -340,12 +365,16 @@ def build(config) -> Task:
     G = frozen["G"]
     k0, k1, k2, k3 = jax.random.split(key, 4)
     x, xm = batch["x"], batch[MIRROR]
-    ws, new_psp = encode(params, model_state, frozen, x, train)
-    ws = jax.lax.stop_gradient(ws)   # phi gets no gradient from L_psi
-    y0 = jax.lax.stop_gradient(render(G, ws, batch["c"], k0))
+    if train and use_stash:   # branch 1's first pass of this step (one phi forward a step)
+      fp, new_psp = model_state["first_pass"], model_state["psp"]
+      ws, y0, y0_m = fp["ws"], fp["y0"], fp.get("y0_m")
+    else:
+      ws, new_psp = encode(params, model_state, frozen, x, train)
+      ws = jax.lax.stop_gradient(ws)   # phi gets no gradient from L_psi
+      y0 = jax.lax.stop_gradient(render(G, ws, batch["c"], k0))
+      y0_m = jax.lax.stop_gradient(render(G, ws, batch["c_m"], k1)) if in_ch == 9 else None
     parts = [y0, x - y0]
     if in_ch == 9:
-      y0_m = jax.lax.stop_gradient(render(G, ws, batch["c_m"], k1))
       parts.append(xm - y0_m)
     v = {"params": params["triplane"], **model_state["triplane"]}
     inp = jnp.concatenate(parts, axis=-1)
@@ -380,9 +409,9 @@ def build(config) -> Task:
     metrics["tri_active"] = (step >= add_tri).astype(jnp.float32)
     return total, {"metrics": metrics, "model_state": new_ms}
 
+  # 'paper': branch 2 reads branch 1's detached first pass of this step (the phi branch 1's loss
+  # saw, before its update); 'v2': branch 2 re-runs phi after the update.
   phases = [Phase("psp", psp_loss), Phase("triplane", triplane_loss)]
-  if order == "paper":   # branch 2 first: it sees the phi that branch 1's loss is computed with
-    phases = phases[::-1]
   oc = config.optim
   optimizers = {"psp": gated(make_optimizer(oc.psp), 0, stop_psp),
                 "triplane": gated(make_optimizer(oc.triplane), add_tri)}
