@@ -62,8 +62,8 @@ LPIPS 0.1, ID 0.1), BatchNorm in train mode. The ``TriPlaneNet`` net is assemble
 ``models.eg3d.triplane.TriPlaneGenerator`` (its constructor would ``torch.load`` released files).
 jaxinv: ``configs/triplanenet.py`` with ``model.offset_input='v1'``, ``losses.mirror=0``, the same
 weights, ``data.real=True`` (the same host batch), ``schedule.branch_order='paper'`` (branch 2 on
-the phi of branch 1's loss, as v1's single forward). jaxinv's step runs phi's forward twice (once
-per phase, the second without gradient) where v1 runs it once.
+the phi of branch 1's loss, as v1's single forward; from 750ae2b branch 2 reuses branch 1's
+detached first pass, so phi runs once a step as in v1; the rows of dd90029 ran it twice).
 
 Patches, at run time only (no upstream file is edited): ``models.stylegan2.op`` is replaced by a
 module of placeholders (CUDA extension import; never called); ``configs.paths_config
