@@ -141,6 +141,11 @@ def test_cli_errors_are_one_line(tmp_path):
   r = _cli(["--config", "configs/no_such_method.py", "--workdir", str(tmp_path)])
   assert r.returncode == 2 and "could not load the config file" in r.stderr
   assert "Traceback" not in r.stderr
+  # A task's ValueError reaches the user whole (its closing quote too).
+  r = _cli(["--config", "configs/triplanenet.py:runlocal", "--workdir", str(tmp_path / "t"),
+            "--config.schedule.branch_order=v3"])
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1].endswith("must be 'paper' or 'v2', got 'v3'"), r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,8 @@ def main(argv=None):
   except (FileNotFoundError, ValueError, KeyError, NotImplementedError) as e:
     if FLAGS.debug:
       raise
-    _fail(str(e).strip("'\""))
+    # A KeyError's str() is the repr of its key; other messages are printed as they are.
+    _fail(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e))
   if metrics:
     print("final:", " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in metrics.items()))
