@@ -275,6 +275,22 @@ def _import_checkout(checkout: str):
   paths.model_paths["ir_se50"] = _official_arcface_file()
 
 
+def _official_losses(coach, id_loss_module) -> None:
+  """The coaches' loss modules: MSE, LPIPS-alex and IR-SE-50 ID, with the fixture weights."""
+  import torch
+  coach.mse_loss = torch.nn.MSELoss().eval()
+  coach.lpips_loss = _official_lpips()
+  coach.id_loss = id_loss_module.IDLoss().eval()
+
+
+def _official_batch(batch: int):
+  """The fixed host batch as torch tensors: ``(x [B, 3, 256, 256], c [B, 25])``."""
+  import torch
+  hb = _host_batch(batch)
+  return (torch.from_numpy(hb["image"].transpose(0, 3, 1, 2).copy()),
+          torch.from_numpy(hb["c"].copy()))
+
+
 def official_triplanenet(up: dict, batch: int, steps: int, gen: str, threads: int) -> dict:
   """One iteration of the official v1 ``training/coach.py`` ``Coach.train`` loop body with both
   branches on (``add_triplanenet <= step < stop_psp``)."""
@@ -312,16 +328,12 @@ def official_triplanenet(up: dict, batch: int, steps: int, gen: str, threads: in
   net.latent_avg = G.backbone.mapping.w_avg.detach().clone()[None].repeat(opts.n_styles, 1)
   coach = coach_mod.Coach.__new__(coach_mod.Coach)
   coach.opts, coach.device, coach.global_step, coach.net = opts, "cpu", 0, net
-  coach.mse_loss = torch.nn.MSELoss().eval()
-  coach.lpips_loss = _official_lpips()
-  coach.id_loss = id_loss.IDLoss().eval()
+  _official_losses(coach, id_loss)
   coach.optimizer_triplane = coach.configure_triplane_optimizers()
   coach.optimizer_psp = coach.configure_psp_optimizers()
   coach.net.train()
   build_s = time.perf_counter() - t_build
-  hb = _host_batch(batch)
-  x_real = torch.from_numpy(hb["image"].transpose(0, 3, 1, 2).copy())
-  c_real = torch.from_numpy(hb["c"])
+  x_real, c_real = _official_batch(batch)
 
   def one_step():   # Coach.train's loop body (logging, validation and saving left out)
     t = time.perf_counter()
@@ -421,16 +433,11 @@ def official(task: str, up: dict, batch: int, steps: int, gen: str, threads: int
       coach.net = psp_mod.pSp(opts)
     finally:
       psp_mod.pSp.load_weights = orig
-  coach.mse_loss = torch.nn.MSELoss().eval()
-  coach.lpips_loss = _official_lpips()
-  coach.id_loss = id_loss.IDLoss().eval()
+  _official_losses(coach, id_loss)
   coach.optimizer = coach.configure_optimizers()
   coach.net.train()
   build_s = time.perf_counter() - t_build
-
-  hb = _host_batch(batch)
-  x_real = torch.from_numpy(hb["image"].transpose(0, 3, 1, 2).copy())
-  c_real = torch.from_numpy(hb["c"])
+  x_real, c_real = _official_batch(batch)
   real_batch = (x_real, x_real, c_real, [0.0, 0.0, 0.0])
 
   def one_step():

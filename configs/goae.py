@@ -33,7 +33,8 @@ Paper vs code (and vs this implementation), each with its switch:
    (``'union'``, the default: the average head's background is always penalised, the render's
    own empty rays too). ``D_avg`` is the pixel-weighted mean background depth of
    ``bg_depth.num_samples`` (paper: 100k) canonical samples, computed on device at start
-   (``bg_depth.value`` > 0 skips that). The norm is not squared (``bg_depth.squared=True`` for
+   (``bg_depth.value`` > 0 replaces it; the same pass still runs for the average mask unless
+   ``bg_depth.mask='own'``). The norm is not squared (``bg_depth.squared=True`` for
    a masked MSE instead).
 5. L_w+ (undefined in the supplement, GOAE issue #24): e4e's ``sum_i E||w_i - w_0||_2``.
 6. Progressive stages (code only): coarse / mid / fine deltas switch on at

@@ -138,6 +138,9 @@ def _init_from(config, state):
   if ck["model_state"] and tree(ck["model_state"]) == tree(ms):
     ms = jax.tree_util.tree_map(cast, ms, ck["model_state"])   # e.g. BatchNorm running statistics
     log.info("initialised model_state from %s", path)
+  elif ck["model_state"]:
+    log.warning("init_from %s: its model_state has another structure than this task's; "
+                "model_state starts fresh", path)
   return state.replace(params=params, model_state=ms)
 
 

@@ -23,8 +23,8 @@ re-runs phi after branch 1's update, as the v2 coach's second ``net.forward``:
   ``net.train()``. Every training forward normalises with its batch's statistics and updates the
   running ones in ``model_state``: branch 1's forward while it is active (phi) and branch 2's
   every step (psi; with ``branch_order='v2'`` also phi's, as the v2 coach's ``net.forward``,
-  even after ``stop_psp``). The discriminator phase's forward keeps no statistics; ``preview`` and inference
-  use the running ones. ``model.batchnorm='frozen'`` uses the running statistics throughout
+  even after ``stop_psp``). The discriminator phase's forward keeps no statistics; ``preview``
+  and inference use the running ones. ``model.batchnorm='frozen'`` uses the running statistics throughout
   (runlocal: at batch 1 batch statistics normalise every image by its own).
 * optional image discriminator (v2 code only): ``discriminator`` group, a StyleGAN2-resnet D
   (``jaxinv.models.stylegan2_discriminator``) on the offset branch's render, non-saturating
@@ -286,7 +286,8 @@ def build(config) -> Task:
     model_state = {"psp": unfreeze(psp_c), "triplane": unfreeze(tri_c)}
     if use_stash:   # written by branch 1 each step before branch 2 reads it
       img = jnp.zeros((batch_size, size, size, 3), jnp.float32)
-      model_state["first_pass"] = {"ws": jnp.zeros((batch_size, G0.num_ws, 512), jnp.float32),
+      model_state["first_pass"] = {"ws": jnp.zeros((batch_size, G0.num_ws, G0.config.w_dim),
+                                                         jnp.float32),
                                    "y0": img, **({"y0_m": img} if in_ch == 9 else {})}
     frozen = {"G": G0, "nets": nets, "w_avg": w_avg_of(G0)}
     if labels is not None:
