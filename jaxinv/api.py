@@ -96,15 +96,6 @@ def load_generator(path, **config_overrides):
   """
   from jaxinv.convert import eg3d as eg3d_convert
   init_kwargs = config_overrides.pop("init_kwargs", None)
-  if isinstance(path, str) and path == "toy":
-    import importlib.resources
-    asset = importlib.resources.files("jaxinv") / "assets" / "toy_eg3d.npz"
-    if not asset.is_file():
-      raise FileNotFoundError(
-          f"the built-in toy generator is not in this install ({asset} is missing); regenerate it: "
-          "python -m jaxinv.train --config configs/toy_eg3d.py --workdir runs/toy_eg3d && "
-          "python -m jaxinv.train.tasks.toy_eg3d --workdir runs/toy_eg3d")
-    path = str(asset)
   return eg3d_convert.load(path, init_kwargs, **config_overrides)
 
 

@@ -232,11 +232,30 @@ def _read_npz(path) -> dict:
     raise ValueError(f"{path}: corrupt or truncated npz ({e})") from None
 
 
+TOY = "toy"   # the name of the built-in generator of the procedural world
+
+
+def toy_path() -> str:
+  """Path of the built-in toy-world generator (``jaxinv/assets/toy_eg3d.npz``); an error naming
+  the regeneration commands when this install lacks it."""
+  import importlib.resources
+  asset = importlib.resources.files("jaxinv") / "assets" / "toy_eg3d.npz"
+  if not asset.is_file():
+    raise FileNotFoundError(
+        f"the built-in toy generator is not in this install ({asset} is missing); regenerate it: "
+        "python -m jaxinv.train --config configs/toy_eg3d.py --workdir runs/toy_eg3d && "
+        "python -m jaxinv.train.tasks.toy_eg3d --workdir runs/toy_eg3d")
+  return str(asset)
+
+
 def load(path, init_kwargs: Mapping[str, Any] | None = None, **config_overrides) -> EG3DGenerator:
   """Any supported file: native ``.npz``, network ``.pkl``, or a ``.pt`` / ``.npz`` state dict.
 
-  State dicts carry no architecture, so they need ``init_kwargs``.
+  State dicts carry no architecture, so they need ``init_kwargs``. ``path="toy"`` is the built-in
+  toy-world generator (:func:`toy_path`).
   """
+  if isinstance(path, str) and path == TOY:
+    path = toy_path()
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no such checkpoint: {path}")

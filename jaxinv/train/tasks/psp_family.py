@@ -8,8 +8,9 @@ input's camera, and the image losses compare it with the input.
 Config fields read here (``configs/{psp,e4e,preim3d}.py`` set them):
 
 ``runlocal``            tiny models, no weight files, no dataset
-``generator.path``      EG3D network pickle / converted file ("" only under runlocal: the random
-                        ``tiny_eg3d()`` preset)
+``generator.path``      EG3D network pickle / converted file; "toy" = the built-in generator of
+                        the procedural world (``jaxinv.load_generator("toy")``); "" only under
+                        runlocal: the random ``tiny_eg3d()`` preset
 ``encoder.tiny``        4 narrow IR-SE units on 64x64 inputs instead of IR-SE-50 on 256x256
 ``encoder.input_size``  the encoder's input resolution (256; tiny: 64)
 ``encoder.backbone_path`` converted ArcFace IR-SE-50 file whose ``input_layer``/``body``
@@ -80,6 +81,8 @@ def build_generator(config):
     log.warning("runlocal: the generator is the random tiny_eg3d() preset (not a trained model)")
     return _tiny_generator(int(cfg_get(config.generator, "tiny_seed", 0)))
   from jaxinv.convert import eg3d as eg3d_convert
+  if path == eg3d_convert.TOY:
+    return eg3d_convert.load(eg3d_convert.TOY)
   return eg3d_convert.load(_need_file(path, "generator.path", "the EG3D generator"))
 
 
