@@ -148,3 +148,29 @@ def test_bad_arguments_are_one_line(argv, needle, tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert rc == 1 and needle in err and len(err.splitlines()) == 1, err
   assert not (tmp_path / "o").exists()
+
+
+def test_fid_and_kid_with_inception_weights(tmp_path):
+  """FID/KID columns from Inception features; the inputs' features equal those of the world's own
+  renders (an independent path), and the FID is ``metrics.fid`` of the stored features."""
+  import dataclasses
+  from jaxinv.eval import metrics
+  from jaxinv.models import inception
+  params = inception.init_params(jax.random.PRNGKey(0))   # random: FID weights can't be downloaded
+  base = _weights()
+  w = dataclasses.replace(base, inception=params, names={**base.names, "inception": "random"})
+  out = tmp_path / "fid"
+  res = eval_run.evaluate(METHOD, "world", str(out), w, num=3, batch=3, yaws=(0.3,),
+                          options=OPTS, progress=False)
+  G = setup()[0]
+  zs = world.sample_z(jax.random.PRNGKey(world_views.SEED), 3)
+  images = world.render(zs, world.orbit_label(np.zeros(3)), resolution=G.config.img_resolution)
+  real = np.asarray(inception.features_jit(params, images["image"]))
+  feats = [np.load(out / "features" / f"world-{i:05d}.npz") for i in range(3)]
+  np.testing.assert_allclose(np.stack([f["input"] for f in feats]), real, rtol=1e-5, atol=1e-5)
+  fake = np.stack([f["reconstruction"] for f in feats])
+  assert res["input_view"]["fid"] == pytest.approx(metrics.fid(real, fake), rel=1e-6)
+  assert res["input_view"]["kid"] == pytest.approx(metrics.kid(real, fake), rel=1e-6)
+  assert {"fid", "kid"} <= set(res["per_yaw"]["+0.30"])
+  md = (out / "results.md").read_text()
+  assert "| FID |" in md and "KID" in md and "Inception-v3 pool3" in md

@@ -72,6 +72,15 @@ def _convert_goae(kind):
   return convert
 
 
+def _convert_inception(args) -> int:
+  from jaxinv.convert import inception
+  params = inception.convert_file(args.input, args.output)
+  n = sum(int(v.size) for d in params.values() for v in d.values())
+  print(f"wrote {args.output}: FID Inception-v3 ({len(params)} conv layers, {n:,} parameters; "
+        "FID/KID in jaxinv eval --weights inception=FILE)")
+  return 0
+
+
 # kind -> (converter, one-line help). Other kinds register here with the same signature.
 CONVERTERS = {
     "eg3d": (_convert_eg3d, "EG3D generator: network .pkl, .pt/.npz state dict (+ --init-kwargs)"),
@@ -84,6 +93,7 @@ CONVERTERS = {
     "lpips-vgg": (_convert_lpips("vgg"), "torchvision vgg16-*.pth (+ --heads vgg.pth)"),
     "goae-encoder": (_convert_goae("goae_encoder"), "GOAE encoder_FFHQ.pt (Swin-V2 latent encoder)"),
     "goae-afa": (_convert_goae("goae_afa"), "GOAE afa_FFHQ.pt (AFA feature refinement)"),
+    "inception": (_convert_inception, "pytorch-fid pt_inception-2015-12-05-6726825d.pth (FID/KID)"),
 }
 
 

@@ -14,8 +14,10 @@ depth error against the true views; seconds per image.
 --weights KEY=FILE (repeatable) or a JSON file {KEY: FILE}: generator (default: the built-in toy
 generator), encoder, afa (GOAE), lpips (native LPIPS .npz from `jaxinv convert lpips`: the LPIPS
 metric, and the loss of the optimisation baselines), arcface (native ArcFace .npz from `jaxinv
-convert arcface`: the ID metric). A metric whose weights are not given is left out and the table
-says so.
+convert arcface`: the ID metric), inception (pytorch-fid's pt_inception-2015-12-05-6726825d.pth
+or its `jaxinv convert inception` .npz: FID and KID of the reconstructions and of each yaw's
+renders against the inputs). A metric whose weights are not given is left out and the table says
+so.
 
 OUT/ gets results.json, results.md (the table with its protocol: crop, ID network, resolution,
 skipped items), per_yaw.png, grid.png (per item: input | reconstruction | novel views; the
@@ -28,7 +30,7 @@ import json
 import os
 
 HELP = "evaluate a method on an EG3D dataset or the procedural world: metrics table, plots, JSON"
-KEYS = ("generator", "encoder", "afa", "lpips", "arcface")
+KEYS = ("generator", "encoder", "afa", "lpips", "arcface", "inception")
 
 
 def add_arguments(p) -> None:
@@ -90,7 +92,11 @@ def load_weights(paths: dict, method: str):
   if "arcface" in paths:
     from jaxinv.convert.irse import load_native_arcface
     arc = load_native_arcface(paths["arcface"])
-  inv = Weights(**{k: v for k, v in paths.items() if k != "arcface"})
+  inc = None
+  if "inception" in paths:
+    from jaxinv.convert.inception import load as load_inception
+    inc = load_inception(paths["inception"])
+  inv = Weights(**{k: v for k, v in paths.items() if k not in ("arcface", "inception")})
   inv = _load_weights(inv, method)
   names = {k: os.path.basename(v) for k, v in paths.items()}
   names.setdefault("generator", "built-in toy generator (jaxinv/assets/toy_eg3d.npz)")
@@ -98,7 +104,9 @@ def load_weights(paths: dict, method: str):
     names["lpips"] = f"LPIPS-{lp[0]} ({names['lpips']})"
   if arc is not None:
     names["arcface"] = f"ArcFace IR-SE-50 ({names['arcface']})"
-  return EvalWeights(invert=inv, lpips=lp, arcface=arc, names=names)
+  if inc is not None:
+    names["inception"] = f"FID Inception-v3 ({names['inception']})"
+  return EvalWeights(invert=inv, lpips=lp, arcface=arc, inception=inc, names=names)
 
 
 def run(args) -> int:

@@ -171,3 +171,74 @@ def _depth_error(p, t, mask):
 
 
 IdNetwork = Any  # (module, variables) | Callable[[jax.Array], jax.Array]
+
+
+# ------------------------------------------------------------------------------------ FID / KID
+# Set-level metrics over Inception pool3 features (``jaxinv.models.inception.features`` with the
+# FID weights from ``jaxinv convert inception``). Computed on the host in float64.
+
+def _features_2d(f, name):
+  f = np.asarray(f, np.float64)
+  check_rank(f, name, 2, "[N, D]")
+  if not np.all(np.isfinite(f)):
+    raise ValueError(f"{name}: contains NaN or inf")
+  return f
+
+
+def _sqrtm_psd(s):
+  vals, vecs = np.linalg.eigh((s + s.T) / 2)
+  return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+  """``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between two Gaussians.
+
+  The trace of the matrix square root is taken as ``tr((S1^(1/2) S2 S1^(1/2))^(1/2))`` (the same
+  eigenvalues as ``S1 S2``, but a symmetric matrix, so no complex round-off as ``sqrtm`` of the
+  product can give).
+  """
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+  r1 = _sqrtm_psd(s1)
+  inner = np.linalg.eigvalsh((r1 @ s2 @ r1 + (r1 @ s2 @ r1).T) / 2)
+  tr_sqrt = float(np.sum(np.sqrt(np.clip(inner, 0, None))))
+  return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def fid(features_a, features_b) -> float:
+  """FID between two feature sets ``[N, D]`` (means and unbiased covariances, as pytorch-fid and
+  StyleGAN's metrics). Needs N >= 2 in each; with N below D the covariances are rank-deficient
+  and the value is biased upwards (papers use 50k generated / the whole test set)."""
+  a, b = _features_2d(features_a, "features_a"), _features_2d(features_b, "features_b")
+  if a.shape[1] != b.shape[1]:
+    raise ValueError(f"feature sizes differ: {a.shape} and {b.shape}")
+  if min(len(a), len(b)) < 2:
+    raise ValueError(f"FID needs at least 2 samples per set, got {len(a)} and {len(b)}")
+  return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def kid(features_a, features_b, *, num_subsets: int = 100, max_subset_size: int = 1000,
+        seed: int = 0) -> float:
+  """KID: the unbiased MMD^2 with the cubic polynomial kernel ``(x.y / D + 1)^3``, averaged over
+  ``num_subsets`` random subsets of ``min(N_a, N_b, max_subset_size)`` samples of each set
+  (StyleGAN-ADA's estimator and defaults). Needs N >= 2."""
+  a, b = _features_2d(features_a, "features_a"), _features_2d(features_b, "features_b")
+  if a.shape[1] != b.shape[1]:
+    raise ValueError(f"feature sizes differ: {a.shape} and {b.shape}")
+  m = min(len(a), len(b), int(max_subset_size))
+  if m < 2:
+    raise ValueError(f"KID needs at least 2 samples per set, got {len(a)} and {len(b)}")
+  if num_subsets < 1:
+    raise ValueError(f"num_subsets must be >= 1, got {num_subsets}")
+  d = a.shape[1]
+  rng = np.random.default_rng(seed)
+  total = 0.0
+  for _ in range(int(num_subsets)):
+    x = a[rng.choice(len(a), m, replace=False)]
+    y = b[rng.choice(len(b), m, replace=False)]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    total += within - 2 * kxy.mean()
+  return float(total / num_subsets)

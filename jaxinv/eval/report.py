@@ -9,7 +9,7 @@ import numpy as np
 
 PREVIEWS = "previews"
 _NAMES = dict(mse="MSE", psnr="PSNR", ssim="SSIM", ms_ssim="MS-SSIM", lpips="LPIPS", id="ID",
-              depth_l1="depth L1")
+              depth_l1="depth L1", fid="FID", kid="KID")
 
 
 def _u8(x):
@@ -40,7 +40,8 @@ def _safe(name):
 def _fmt(v, k):
   if v is None:
     return "–"
-  return f"{v:.4f}" if k in ("mse", "lpips", "ssim", "ms_ssim", "id", "depth_l1") else f"{v:.2f}"
+  return (f"{v:.4f}" if k in ("mse", "lpips", "ssim", "ms_ssim", "id", "depth_l1", "kid")
+          else f"{v:.2f}")
 
 
 def markdown(results) -> str:

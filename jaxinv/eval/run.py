@@ -38,6 +38,7 @@ from jaxinv.inversion.result import orbit_label
 DEFAULT_YAWS = (-0.8, -0.6, -0.3, 0.3, 0.6, 0.8)
 ITEMS = "items.jsonl"
 RUN = "run.json"
+FEATURES = "features"   # OUT/features/<id>.npz: Inception features of each finished item (FID/KID)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +49,14 @@ class EvalWeights:
     invert: ``jaxinv.inversion.invert.Weights`` with loaded objects (an ``EG3DGenerator``...).
     lpips: ``(net, variables)`` for the LPIPS metric, or None (metric left out).
     arcface: ``(module, variables)`` / callable for ID similarity, or None (left out).
+    inception: FID Inception-v3 parameters (``jaxinv.convert.inception.load``) for FID / KID, or
+      None (left out).
     names: ``{key: file name or description}`` written into the protocol.
   """
   invert: Any
   lpips: Any = None
   arcface: Any = None
+  inception: Any = None
   names: dict = dataclasses.field(default_factory=dict)
 
 
@@ -152,6 +156,12 @@ def score_batch(inv, target, yaws, w: EvalWeights, *, id_crop="psp", world_z=Non
     else:
       images[yaw] = (np.asarray(out["image"]), None)
     views[f"{yaw:+.2f}"] = v
+  feats = None
+  if w.inception is not None:
+    from jaxinv.models import inception as _inception
+    f = lambda x: np.asarray(_inception.features_jit(w.inception, jnp.clip(x, -1, 1)))
+    feats = dict(input=f(target), reconstruction=f(img),
+                 **{f"view{y:+.2f}": f(images[y][0]) for y in all_yaws})
   rows = []
   for i in range(b):
     rows.append(dict(
@@ -159,6 +169,8 @@ def score_batch(inv, target, yaws, w: EvalWeights, *, id_crop="psp", world_z=Non
         views={y: {k: _scalar(np.asarray(m)[i]) for k, m in v.items()} for y, v in views.items()},
         _images=dict(input=np.asarray(target[i]), reconstruction=np.asarray(img[i]),
                      views={y: (p[i], None if t is None else t[i]) for y, (p, t) in images.items()})))
+    if feats is not None:
+      rows[-1]["_features"] = {k: v[i] for k, v in feats.items()}
   return rows
 
 
@@ -243,6 +255,10 @@ def evaluate(method: str, data: str, outdir, weights: EvalWeights, *, num: int |
         secs = None
       for i, r in zip(idx, rows):
         images = r.pop("_images", None)
+        feats = r.pop("_features", None)
+        if feats is not None:
+          os.makedirs(os.path.join(outdir, FEATURES), exist_ok=True)
+          np.savez(os.path.join(outdir, FEATURES, f"{report._safe(ids[i])}.npz"), **feats)
         r = dict(id=ids[i], status="error" if "error" in r else "ok", seconds=secs, **r)
         if images is not None and i < grid_items:
           report.save_preview(outdir, ids[i], images)
@@ -251,12 +267,39 @@ def evaluate(method: str, data: str, outdir, weights: EvalWeights, *, num: int |
       log.flush()
       bar.update(len(idx))
   bar.close()
-  results = summarize([done[n] for n in ids if n in done], settings, weights, G, is_world)
+  results = summarize([done[n] for n in ids if n in done], settings, weights, G, is_world,
+                      outdir=outdir)
   report.write(outdir, results, [n for n in ids[:grid_items]])
   return results
 
 
-def summarize(rows, settings, weights: EvalWeights, G, is_world) -> dict:
+def set_metrics(outdir, ids) -> dict:
+  """FID and KID of the finished items' features (``OUT/features``): the reconstructions and each
+  novel view against the inputs. ``{'input': {fid, kid}, '<yaw>': {fid, kid}}``; {} when fewer
+  than 2 items have features."""
+  from jaxinv.eval import metrics as m
+  sets = {}
+  for n in ids:
+    path = os.path.join(outdir, FEATURES, f"{report._safe(n)}.npz")
+    if not os.path.exists(path):
+      continue
+    with np.load(path) as f:
+      for k in f.files:
+        sets.setdefault(k, []).append(f[k])
+  if len(sets.get("input", [])) < 2:
+    return {}
+  real = np.stack(sets["input"])
+  out = {}
+  for k, v in sets.items():
+    if k == "input" or len(v) != len(real):
+      continue
+    fake = np.stack(v)
+    out["input" if k == "reconstruction" else k[len("view"):]] = dict(
+        fid=m.fid(real, fake), kid=m.kid(real, fake))
+  return out
+
+
+def summarize(rows, settings, weights: EvalWeights, G, is_world, outdir=None) -> dict:
   ok = [r for r in rows if r["status"] == "ok"]
   skipped = [dict(id=r["id"], error=r.get("error")) for r in rows if r["status"] != "ok"]
   inp_keys = sorted({k for r in ok for k in r["input"]})
@@ -274,7 +317,22 @@ def summarize(rows, settings, weights: EvalWeights, G, is_world) -> dict:
   if "ms_ssim" not in inp_keys:
     notes.append(f"MS-SSIM: not computed ({G.config.img_resolution} px images; MS-SSIM needs a "
                  f"shorter side of at least {metrics.ms_ssim_min_side()})")
-  notes.append("FID/KID: not implemented in this version")
+  if weights.inception is None:
+    notes.append("FID/KID: not computed (no Inception weights given: --weights inception=FILE, "
+                 "pytorch-fid's pt_inception-2015-12-05 .pth or `jaxinv convert inception`)")
+  elif outdir is not None:
+    sm = set_metrics(outdir, [r["id"] for r in ok])
+    if sm:
+      inp.update(sm.get("input", {}))
+      for y, v in sm.items():
+        if y != "input":
+          per_yaw.setdefault(y, {}).update(v)
+      notes.append(f"FID/KID: Inception-v3 pool3 features (pytorch-fid weights, images resized to "
+                   f"299) of the {len(ok)} reconstructions / renders at each yaw against the "
+                   f"{len(ok)} inputs; with fewer than 2048 items FID is biased upwards, KID is "
+                   "not (StyleGAN-ADA's estimator: 100 subsets of up to 1000)")
+    else:
+      notes.append("FID/KID: not computed (fewer than 2 items)")
   return dict(settings=settings, items=len(ok), skipped=skipped, input_view=inp, per_yaw=per_yaw,
               seconds_per_image=float(np.median(secs)) if secs else None,
               protocol=dict(
