@@ -19,9 +19,13 @@ or its `jaxinv convert inception` .npz: FID and KID of the reconstructions and o
 renders against the inputs). A metric whose weights are not given is left out and the table says
 so.
 
+Batches (--batch) are split over every available device (GPUs, TPU cores) when --batch is a
+multiple of the device count.
+
 OUT/ gets results.json, results.md (the table with its protocol: crop, ID network, resolution,
 skipped items), per_yaw.png, grid.png (per item: input | reconstruction | novel views; the
-world's true views below), previews/, and items.jsonl: one line per finished item. Running the
+world's true views below), previews/, items.jsonl (one line per finished item) and, with
+Inception weights, features/ (each item's Inception features, for FID/KID over the whole set). Running the
 same command again resumes: finished items are skipped.
 """
 from __future__ import annotations

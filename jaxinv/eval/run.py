@@ -12,6 +12,10 @@ Per item (one test image):
   render (``jaxinv.eval.world_views``, shared with ``bench/world_novel_view.py``);
 * seconds per image: the wall time of its ``invert`` call divided by the batch size.
 
+Batches are sharded over every available device (a "data" mesh: each device inverts and scores
+``batch / devices`` items) when the batch is a multiple of the device count; a batch that is not
+(the last one, or ``--batch`` not a multiple) runs unsharded, with the same numbers.
+
 Items are processed in batches; each finished item is appended to ``OUT/items.jsonl`` and a rerun
 with the same settings skips it (a rerun with other settings is refused). The summary
 (``results.json``, ``results.md``, ``per_yaw.png``, ``grid.png``) is rebuilt from the jsonl.
@@ -32,6 +36,7 @@ import numpy as np
 
 from jaxinv.data import world
 from jaxinv.eval import metrics, report, world_views
+from jaxinv.parallel import sharding
 from jaxinv.inversion import invert as _invert
 from jaxinv.inversion.result import orbit_label
 
@@ -228,6 +233,7 @@ def evaluate(method: str, data: str, outdir, weights: EvalWeights, *, num: int |
   done = _read_items(items_path)
   todo = [i for i, n in enumerate(ids) if done.get(n, {}).get("status") != "ok"]
   key = jax.random.PRNGKey(seed)
+  mesh = sharding.make_mesh() if jax.device_count() > 1 else None
   bar = tqdm(total=len(ids), initial=len(ids) - len(todo), disable=not progress,
              desc=f"eval ({method})", file=sys.stderr)
   with open(items_path, "a") as log:
@@ -241,6 +247,7 @@ def evaluate(method: str, data: str, outdir, weights: EvalWeights, *, num: int |
           recs = [dataset[i] for i in idx]
           image = np.stack([r["image"] for r in recs])
           c = np.stack([r["c"] for r in recs])
+        image, c = _place(image, c, mesh)
         t0 = time.perf_counter()
         inv = invert_fn(image, pose=c, method=method, weights=weights.invert, key=key, **options)
         jax.block_until_ready(inv.ws)
@@ -297,6 +304,17 @@ def set_metrics(outdir, ids) -> dict:
     out["input" if k == "reconstruction" else k[len("view"):]] = dict(
         fid=m.fid(real, fake), kid=m.kid(real, fake))
   return out
+
+
+def _place(image, c, mesh):
+  """The batch split over the mesh's devices (float images in [-1, 1], as ``invert`` converts
+  uint8), or unchanged without a mesh or when the batch does not divide."""
+  if mesh is None or np.shape(image)[0] % sharding.batch_divisor(mesh):
+    return image, c
+  x = np.asarray(image)
+  x = x.astype(np.float32) / 127.5 - 1.0 if x.dtype == np.uint8 else x.astype(np.float32)
+  return (jax.device_put(x, sharding.batch_sharding(mesh, 4)),
+          jax.device_put(np.asarray(c, np.float32), sharding.batch_sharding(mesh, 2)))
 
 
 def summarize(rows, settings, weights: EvalWeights, G, is_world, outdir=None) -> dict:
