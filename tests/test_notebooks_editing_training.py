@@ -20,3 +20,4 @@ def test_train_an_encoder_runs_and_its_loss_falls(tmp_path):
   assert [r["step"] for r in rows] == [5, 10, 15]
   assert rows[-1]["loss"] < rows[0]["loss"]
   assert any((tmp_path / "runs" / "psp_toy" / "tensorboard").iterdir())
+  assert (tmp_path / "runs" / "psp_toy" / "encoder.npz").stat().st_size > 0

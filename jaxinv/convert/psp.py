@@ -124,12 +124,38 @@ def convert_wplus(sd: Mapping[str, Any], n_styles: int | None = None,
 
 # ------------------------------------------------------------------------ models + templates
 
-def build_encoder(encoder_type: str, n_styles: int, in_ch: int = 3):
-  """The Flax module for an upstream ``encoder_type`` (pSp, e4e or PREIM3D W+)."""
+def build_encoder(encoder_type: str, n_styles: int, in_ch: int = 3, *, units=None, taps=None,
+                  input_size: int | None = None):
+  """The Flax module for an upstream ``encoder_type`` (pSp, e4e or PREIM3D W+).
+
+  ``units`` ([in, depth, stride] per IR-SE unit), ``taps`` and ``input_size`` describe the smaller
+  encoders jaxinv trains itself (``runlocal``, the toy world); None = the upstream network.
+  """
   from jaxinv.models.encoders import psp as m
+  from jaxinv.nn.irse import UnitSpec
   kind = _canonical_type(encoder_type)
   cls = {PSP: m.GradualStyleEncoder, E4E: m.Encoder4Editing, WPLUS: m.WPlusEncoder}[kind]
-  return cls(n_styles=n_styles, in_ch=in_ch)
+  kw = {}
+  if units is not None:
+    kw["units"] = tuple(UnitSpec(*(int(v) for v in u)) for u in units)
+  if kind != WPLUS:
+    if taps is not None:
+      kw["taps"] = tuple(int(t) for t in taps)
+    if input_size is not None:
+      kw["input_size"] = int(input_size)
+  return cls(n_styles=n_styles, in_ch=in_ch, **kw)
+
+
+def architecture(model) -> dict:
+  """What ``build_encoder`` needs besides the type to rebuild ``model`` (JSON-able)."""
+  out = {}
+  if getattr(model, "units", None) is not None:
+    out["units"] = [list(u) for u in model.units]
+  if hasattr(model, "taps") and tuple(model.taps) != (6, 20, 23):
+    out["taps"] = list(model.taps)
+  if getattr(model, "input_size", 256) != 256:
+    out["input_size"] = int(model.input_size)
+  return out
 
 
 def _canonical_type(encoder_type: str) -> str:
@@ -276,7 +302,8 @@ NATIVE_KIND = "psp_encoder"
 def save_native_encoder(path, ck: EncoderCheckpoint) -> None:
   """Writes a converted checkpoint as a jaxinv native ``.npz`` (no pickle, nothing executable)."""
   from jaxinv.convert.common import save_native
-  config = {"encoder_type": ck.encoder_type, "n_styles": ck.model.n_styles, "in_ch": ck.model.in_ch}
+  config = {"encoder_type": ck.encoder_type, "n_styles": ck.model.n_styles, "in_ch": ck.model.in_ch,
+            **architecture(ck.model)}
   tree = {"variables": ck.variables}
   if ck.latent_avg is not None:
     tree["latent_avg"] = ck.latent_avg
@@ -290,9 +317,12 @@ def load_native_encoder(path) -> EncoderCheckpoint:
 
   from jaxinv.convert.common import load_native
   _, config, tree = load_native(path, expect_kind=NATIVE_KIND)
-  model = build_encoder(config["encoder_type"], int(config["n_styles"]), int(config["in_ch"]))
+  model = build_encoder(config["encoder_type"], int(config["n_styles"]), int(config["in_ch"]),
+                        units=config.get("units"), taps=config.get("taps"),
+                        input_size=config.get("input_size"))
+  size = int(getattr(model, "input_size", 256))
   template = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, 256, 256, model.in_ch)))
+                            jnp.zeros((1, size, size, model.in_ch)))
   check_tree_matches(template, tree["variables"], f"{path}: encoder variables")
   return EncoderCheckpoint(config["encoder_type"], model, tree["variables"],
                            tree.get("latent_avg"), {})

@@ -261,7 +261,8 @@ def _pool(x, size):
 def _run_psp(G, w, method, x, c, key, options):
   _no_options(options, method)
   enc = _psp_encoder(w, method)
-  codes = _encode_with(enc.model)(enc.variables, _pool(x, PSP_RESOLUTION))
+  codes = _encode_with(enc.model)(enc.variables,
+                                  _pool(x, int(getattr(enc.model, "input_size", PSP_RESOLUTION))))
   ws = codes + _latent_avg(enc.latent_avg, G, codes.shape[1])
   _check_codes(ws, G, f"the {method} encoder")
   return Inversion(G, ws, c, method, target=x)

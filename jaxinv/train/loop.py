@@ -48,6 +48,9 @@ class NonFiniteError(FloatingPointError):
   """A loss term or gradient became NaN/Inf; the last good checkpoint is kept."""
 
 
+CONFIG_FILE = "config.json"   # DIR/config.json: the config of the latest start in DIR
+
+
 def _get(config, name, default=None):
   try:
     v = config.get(name, default)
@@ -164,6 +167,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                      f"split the batch and of the {jax.process_count()} processes")
   local_batch = global_batch // jax.process_count()
   is_main = jax.process_index() == 0
+  if is_main:  # what exporters (and a reader of the run) need: the run's config
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
 
   task = build_task(config)
   seed = int(config.seed)

@@ -263,3 +263,53 @@ def preview_images(G, ws, batch, loss_size, yaw=0.5):
   c_n = synthetic.look_at_labels(jnp.full((b,), yaw, jnp.float32), jnp.zeros((b,), jnp.float32))
   return dict(a_input=batch["y"], b_reconstruction=render(G, ws, batch["c"], None, loss_size),
               c_novel_view=render(G, ws, c_n, None, loss_size))
+
+
+# ------------------------------------------------------------------------------------ export
+
+ENCODER_TYPES = {"psp": "GradualStyleEncoder", "e4e": "Encoder4Editing",
+                 "preim3d": "BackboneEncoderUsingLastLayerIntoWPlus"}
+KINDS = {"psp": "psp", "e4e": "e4e", "preim3d": "wplus"}
+
+
+def read_config(workdir: str):
+  """The ``config.json`` a run wrote into ``workdir`` as a ``ConfigDict``."""
+  import json
+
+  import ml_collections
+
+  from jaxinv.train.loop import CONFIG_FILE
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{workdir}: no {CONFIG_FILE} (not a jaxinv.train run directory, or "
+                            "one from before runs recorded their config); pass config=")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def export_encoder(workdir: str, out_path: str, config=None, step: int | None = None):
+  """A trained pSp / e4e / PREIM3D run -> the native encoder ``.npz`` that ``jaxinv.load_encoder``
+  and ``jaxinv.invert(method=..., weights={"encoder": out_path})`` read.
+
+  The encoder in eval mode (BatchNorm running statistics from the checkpoint's ``model_state``)
+  plus ``latent_avg`` = the generator's ``w_avg`` for every style (the task's ``ws = codes +
+  w_avg``). Returns the ``EncoderCheckpoint`` written.
+  """
+  from jaxinv.convert import psp as psp_convert
+  from jaxinv.train.checkpoint import load_checkpoint
+  config = read_config(workdir) if config is None else config
+  task = str(cfg_get(config, "task", ""))
+  if task not in KINDS:
+    raise ValueError(f"{workdir}: a {task!r} run; export_encoder takes psp, e4e or preim3d runs")
+  G = build_generator(config)
+  encoder, _ = make_encoder(config, KINDS[task], G.num_ws)
+  ck = load_checkpoint(workdir, step)
+  variables = {"params": ck["params"]["encoder"]}
+  if "batch_stats" in (ck.get("model_state") or {}):
+    variables["batch_stats"] = ck["model_state"]["batch_stats"]
+  variables = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), variables)
+  latent_avg = jnp.broadcast_to(w_avg_of(G), (G.num_ws, w_avg_of(G).shape[-1]))
+  out = psp_convert.EncoderCheckpoint(ENCODER_TYPES[task], encoder, variables,
+                                      jax.device_get(latent_avg), {})
+  psp_convert.save_native_encoder(out_path, out)
+  return out
