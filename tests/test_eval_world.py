@@ -196,3 +196,39 @@ def test_cli_goae_on_an_eg3d_dataset_writes_table_plots_json(tmp_path, monkeypat
   res = json.loads((out / "results.json").read_text())
   assert res["items"] == 2 and res["settings"]["method"] == "goae"
   assert "| goae | 2 |" in (out / "results.md").read_text()
+
+
+def test_several_methods_in_one_table(tmp_path, monkeypatch, capsys):
+  """`--method psp,goae`: each into OUT/<method>, then one table (rows = methods), a line per
+  method in per_yaw.png and a row per method in grid.png; `--compare` rebuilds the same."""
+  from PIL import Image
+  from _invert_helpers import goae_model
+  from jaxinv.cli import eval as eval_cli
+  from jaxinv.data.eg3d_dataset import write_eg3d_dataset
+  G, c, target = setup()
+  u8 = np.asarray(np.clip(np.rint((np.asarray(target) + 1) * 127.5), 0, 255), np.uint8)
+  ds = write_eg3d_dataset(tmp_path / "ds", u8, np.asarray(c), names=["a.png", "b.png"])
+  enc = {"psp": psp_checkpoint(), "goae": goae_model()}
+  monkeypatch.setattr(eval_cli, "load_weights", lambda paths, method: eval_run.EvalWeights(
+      invert=Weights(generator=G, encoder=enc[method]), arcface=NET,
+      names=dict(generator="tiny_eg3d(0)")))
+  out = tmp_path / "table"
+  assert main(["eval", "--method", "psp,goae", "--data", str(ds), "--outdir", str(out),
+               "--batch", "2", "--yaws=-0.3,0.3", "--no-progress"]) == 0, capsys.readouterr().err
+  md = (out / "results.md").read_text()
+  assert "| psp | 2 |" in md and "| goae | 2 |" in md and "### ID" in md
+  single = json.loads((out / "psp" / "results.json").read_text())
+  both = json.loads((out / "results.json").read_text())
+  assert both["runs"]["psp"]["input_view"] == single["input_view"]
+  grid = Image.open(out / "grid.png")
+  tile = np.asarray(Image.open(out / "psp" / "previews" / "a_png.png")).shape[0]
+  assert grid.size[1] >= 2 * 2 * tile          # 2 items x 2 methods
+  assert (out / "per_yaw.png").is_file()
+  capsys.readouterr()
+  assert main(["eval", "--compare", str(out / "psp"), str(out / "goae"), "--outdir",
+               str(tmp_path / "again")]) == 0
+  assert (tmp_path / "again" / "results.md").read_text() == md
+  assert main(["eval", "--compare", str(tmp_path), "--outdir", str(tmp_path / "x")]) == 1
+  assert "no results.json" in capsys.readouterr().err
+  assert main(["eval", "--method", "psp,psp", "--data", str(ds), "--outdir", str(tmp_path / "y")]) == 1
+  assert "twice" in capsys.readouterr().err

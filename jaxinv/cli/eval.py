@@ -4,6 +4,8 @@
       --weights generator=ffhq512-128.pkl --weights encoder=encoder_FFHQ.pt \\
       --weights afa=afa_FFHQ.pt --weights lpips=lpips_alex.npz --weights arcface=model_ir_se50.npz
   jaxinv eval --method pti --data world --num 64 --outdir out/pti --option steps=100
+  jaxinv eval --method w,wplus,pti --data world --num 16 --outdir out/table   # one table, rows = methods
+  jaxinv eval --compare out/goae out/pti --outdir out/table                    # runs made separately
 
 --data: an EG3D-format dataset (a folder or .zip with dataset.json camera labels) or ``world``,
 the procedural world's held-out scenes, where every novel view also has its true image and depth.
@@ -18,6 +20,12 @@ convert arcface`: the ID metric), inception (pytorch-fid's pt_inception-2015-12-
 or its `jaxinv convert inception` .npz: FID and KID of the reconstructions and of each yaw's
 renders against the inputs). A metric whose weights are not given is left out and the table says
 so.
+
+Several methods (--method a,b,c) are evaluated one after the other into OUT/<method>/ with the
+same weights and data, then compared: OUT/results.md has one row per method (input view) and one
+table per novel-view metric, OUT/per_yaw.png a line per method, OUT/grid.png each method's row per
+item. --compare DIR [DIR ...] builds the same from finished evaluations (e.g. methods that need
+different --weights).
 
 Batches (--batch) are split over every available device (GPUs, TPU cores) when --batch is a
 multiple of the device count.
@@ -38,8 +46,10 @@ KEYS = ("generator", "encoder", "afa", "lpips", "arcface", "inception")
 
 
 def add_arguments(p) -> None:
-  p.add_argument("--method", required=True, help="a jaxinv.invert method (goae, pti, w, ...)")
-  p.add_argument("--data", required=True, help="an EG3D dataset folder / .zip, or 'world'")
+  p.add_argument("--method", help="a jaxinv.invert method (goae, pti, w, ...) or several, comma-separated")
+  p.add_argument("--data", help="an EG3D dataset folder / .zip, or 'world'")
+  p.add_argument("--compare", nargs="+", metavar="DIR",
+                 help="finished evaluation folders to put in one table (no --method/--data)")
   p.add_argument("--outdir", required=True, help="output folder (resumed when it holds a run)")
   p.add_argument("--weights", action="append", default=[], metavar="KEY=FILE|JSON",
                  help=f"network files, keys {', '.join(KEYS)} (repeatable), or a JSON file")
@@ -118,8 +128,25 @@ def run(args) -> int:
   from jaxinv.cli.invert import parse_options, parse_yaws
   from jaxinv.eval import run as eval_run
   from jaxinv.inversion.invert import INVERT_METHODS
-  if args.method not in INVERT_METHODS:
-    raise ValueError(f"--method: unknown {args.method!r}; one of {', '.join(INVERT_METHODS)}")
+  from jaxinv.eval import report
+  if args.compare:
+    if args.method or args.data:
+      raise ValueError("--compare takes finished evaluation folders; no --method or --data")
+    for d in args.compare:
+      if not os.path.isfile(os.path.join(d, "results.json")):
+        raise FileNotFoundError(f"--compare: {d} has no results.json (not a jaxinv eval output)")
+    out = output_dir(args.outdir)
+    report.compare(args.compare, str(out))
+    print(open(os.path.join(out, "results.md")).read())
+    return 0
+  if not args.method or not args.data:
+    raise ValueError("give --method and --data (or --compare DIR ... to combine finished runs)")
+  methods = [m.strip() for m in args.method.split(",") if m.strip()]
+  for m in methods:
+    if m not in INVERT_METHODS:
+      raise ValueError(f"--method: unknown {m!r}; one of {', '.join(INVERT_METHODS)}")
+  if len(set(methods)) != len(methods):
+    raise ValueError(f"--method: {args.method!r} names a method twice")
   if args.num is not None and args.num < 1:
     raise ValueError(f"--num must be >= 1, got {args.num}")
   if args.batch < 1:
@@ -132,11 +159,17 @@ def run(args) -> int:
   yaws = parse_yaws(args.yaws, "--yaws")
   options = parse_options(args.option)
   out = output_dir(args.outdir)
-  w = load_weights(parse_weights(args.weights), args.method)
+  paths = parse_weights(args.weights)
   num = args.num if args.num is not None or args.data != "world" else 16
-  res = eval_run.evaluate(args.method, args.data, str(out), w, num=num, batch=args.batch,
-                          yaws=yaws, input_yaw=args.input_yaw, seed=args.seed, options=options,
-                          id_crop=args.id_crop, grid_items=args.grid,
-                          progress=not args.no_progress)
+  skipped = 0
+  for m in methods:
+    run_out = out if len(methods) == 1 else out / m
+    res = eval_run.evaluate(m, args.data, str(run_out), load_weights(paths, m), num=num,
+                            batch=args.batch, yaws=yaws, input_yaw=args.input_yaw, seed=args.seed,
+                            options=options, id_crop=args.id_crop, grid_items=args.grid,
+                            progress=not args.no_progress)
+    skipped += len(res["skipped"])
+  if len(methods) > 1:
+    report.compare([str(out / m) for m in methods], str(out))
   print(open(os.path.join(out, "results.md")).read())
-  return 1 if res["skipped"] else 0
+  return 1 if skipped else 0

@@ -88,20 +88,33 @@ def markdown(results) -> str:
   return "\n".join(lines) + "\n"
 
 
+_COLORS = ((200, 40, 40), (40, 90, 200), (30, 150, 60), (200, 130, 0), (130, 50, 170),
+           (0, 150, 160), (120, 120, 120), (220, 60, 160))
+
+
 def curve_png(path, per_yaw, size=(640, 300)) -> bool:
   """One panel per metric (ID, PSNR, ...): its value against yaw. False when nothing to draw."""
+  return curves_png(path, {"": per_yaw}, size)
+
+
+def curves_png(path, series: dict, size=(640, 300)) -> bool:
+  """``series``: ``{method: per_yaw}``, one coloured line each (a legend when named)."""
   from PIL import Image, ImageDraw
-  ms = [m for m in ("id", "psnr", "ssim", "depth_l1")
-        if any(v.get(m) is not None for v in per_yaw.values())]
+  ms = [m for m in ("id", "psnr", "ssim", "depth_l1", "fid", "kid")
+        if any(v.get(m) is not None for py in series.values() for v in py.values())]
   if not ms:
     return False
   w, h = size
   img = Image.new("RGB", (w, h * len(ms)), "white")
   d = ImageDraw.Draw(img)
-  yaws = [float(y) for y in per_yaw]
+  yaws = sorted({float(y) for py in series.values() for y in py})
   x0, x1 = min(yaws), max(yaws)
   for k, m in enumerate(ms):
-    pts = [(float(y), v[m]) for y, v in per_yaw.items() if v.get(m) is not None]
+    lines = {name: sorted((float(y), v[m]) for y, v in py.items() if v.get(m) is not None)
+             for name, py in series.items()}
+    pts = [p for v in lines.values() for p in v]
+    if not pts:
+      continue
     lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
     if hi - lo < 1e-9:
       lo, hi = lo - 0.5, hi + 0.5
@@ -114,11 +127,15 @@ def curve_png(path, per_yaw, size=(640, 300)) -> bool:
     d.text((4, top + ph - 10), f"{lo:.3g}", fill="black")
     for y in yaws:
       d.text((fx(y) - 12, top + ph + 6), f"{y:+.1f}", fill="black")
-    xy = [(fx(x), fy(y)) for x, y in sorted(pts)]
-    if len(xy) > 1:
-      d.line(xy, fill=(200, 40, 40), width=2)
-    for px, py in xy:
-      d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(200, 40, 40))
+    for j, (name, line) in enumerate(lines.items()):
+      color = _COLORS[j % len(_COLORS)]
+      xy = [(fx(x), fy(y)) for x, y in line]
+      if len(xy) > 1:
+        d.line(xy, fill=color, width=2)
+      for px, py in xy:
+        d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=color)
+      if name:
+        d.text((left + pw - 110, top + 6 + 12 * j), name, fill=color)
   img.save(path)
   return True
 
@@ -145,3 +162,109 @@ def write(outdir, results, grid_ids) -> None:
     f.write(markdown(results))
   curve_png(os.path.join(outdir, "per_yaw.png"), results["per_yaw"])
   grid_png(outdir, grid_ids, os.path.join(outdir, "grid.png"))
+
+
+# ------------------------------------------------------------------------------------ comparison
+
+def _run_name(results, path, taken):
+  name = str(results["settings"]["method"])
+  if name in taken:
+    name = f"{name} ({os.path.basename(os.path.normpath(path))})"
+  return name
+
+
+def compare(run_dirs, outdir) -> dict:
+  """One table for several evaluations (rows: methods), as the papers print them.
+
+  Args:
+    run_dirs: folders written by ``jaxinv.eval.run.evaluate`` (each with ``results.json``).
+    outdir: gets ``results.md`` (input-view table, one novel-view table per metric, each run's
+      protocol), ``results.json`` (``{"runs": {name: results}}``), ``per_yaw.png`` (a line per
+      method) and ``grid.png`` (per item: each method's row, the world's truth below).
+  """
+  runs = {}
+  for d in run_dirs:
+    p = os.path.join(d, "results.json")
+    if not os.path.isfile(p):
+      raise FileNotFoundError(f"{d}: no results.json (not a jaxinv eval output folder)")
+    with open(p) as f:
+      r = json.load(f)
+    runs[_run_name(r, d, runs)] = (d, r)
+  if not runs:
+    raise ValueError("compare: no evaluations given")
+  datas = {str(r["settings"]["data"]) for _, r in runs.values()}
+  if len(datas) > 1:
+    raise ValueError(f"compare: the evaluations are of different data ({', '.join(sorted(datas))})")
+  order = ("mse", "psnr", "ssim", "ms_ssim", "lpips", "id", "fid", "kid", "depth_l1")
+  keys = [k for k in order if any(k in r["input_view"] for _, r in runs.values())]
+  data = datas.pop()
+  lines = [f"# Comparison on {'the procedural world' if data == 'world' else os.path.basename(data)}",
+           "", "## Input view", "",
+           "| method | items | " + " | ".join(_NAMES.get(k, k) for k in keys) + " | s/image |",
+           "|---|---|" + "---|" * len(keys) + "---|"]
+  for name, (_, r) in runs.items():
+    lines.append(f"| {name} | {r['items']} | " + " | ".join(_fmt(r["input_view"].get(k), k)
+                                                             for k in keys)
+                 + f" | {_fmt(r['seconds_per_image'], 's')} |")
+  yaws = sorted({y for _, r in runs.values() for y in r["per_yaw"]}, key=float)
+  metrics_v = [k for k in order if any(k in v for _, r in runs.values()
+                                       for v in r["per_yaw"].values())]
+  if yaws and metrics_v:
+    lines += ["", "## Novel views (yaw, radians)"]
+    for m in metrics_v:
+      lines += ["", f"### {_NAMES.get(m, m)}", "", "| method | " + " | ".join(yaws) + " |",
+                "|---|" + "---|" * len(yaws)]
+      for name, (_, r) in runs.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r["per_yaw"].get(y, {}).get(m), m)
+                                                 for y in yaws) + " |")
+  lines += ["", "## Protocol", ""]
+  for name, (d, r) in runs.items():
+    p, s = r["protocol"], r["settings"]
+    lines.append(f"- **{name}** ({d}): generator {p['generator']}; {p['resolution']} px; ID "
+                 f"network {p['id_network'] or 'none'} (crop {p['id_crop']}); LPIPS "
+                 f"{p['lpips_network'] or 'none'}; options {json.dumps(s['options'])}; key "
+                 f"PRNGKey({s['seed']}); skipped {len(r['skipped'])}")
+  notes = sorted({n for _, r in runs.values() for n in r["notes"]})
+  lines += [f"- {n}" for n in notes]
+  lines.append("- grid.png: per item one row per method (input | reconstruction | views)"
+               + (", the world's exact views in the last row" if data == "world" else ""))
+  os.makedirs(outdir, exist_ok=True)
+  with open(os.path.join(outdir, "results.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  out = {"runs": {name: r for name, (_, r) in runs.items()}}
+  with open(os.path.join(outdir, "results.json"), "w") as f:
+    json.dump(out, f, indent=1)
+  curves_png(os.path.join(outdir, "per_yaw.png"), {n: r["per_yaw"] for n, (_, r) in runs.items()})
+  _compare_grid(runs, os.path.join(outdir, "grid.png"))
+  return out
+
+
+def _compare_grid(runs, path, max_items: int = 4) -> bool:
+  from PIL import Image, ImageDraw
+  first = next(iter(runs.values()))[0]
+  names = sorted(os.listdir(os.path.join(first, PREVIEWS))) if os.path.isdir(
+      os.path.join(first, PREVIEWS)) else []
+  names = [n for n in names if all(os.path.exists(os.path.join(d, PREVIEWS, n))
+                                   for d, _ in runs.values())][:max_items]
+  blocks = []
+  for n in names:
+    rows, truth = [], None
+    for name, (d, r) in runs.items():
+      a = np.asarray(Image.open(os.path.join(d, PREVIEWS, n)).convert("RGB"))
+      tile = a.shape[1] // (2 + len(r["per_yaw"]))   # input | reconstruction | each view
+      rows.append((name, a[:tile]))
+      if a.shape[0] >= 2 * tile and truth is None:   # the world's exact views, once
+        truth = ("world", a[tile:2 * tile])
+    if truth is not None:
+      rows.append(truth)
+    for label, r in rows:
+      strip = Image.new("RGB", (90, r.shape[0]), "white")
+      ImageDraw.Draw(strip).text((4, 4), label[:14], fill="black")
+      blocks.append(np.concatenate([np.asarray(strip), r], axis=1))
+    blocks.append(np.full((6, blocks[-1].shape[1], 3), 255, np.uint8))
+  if not blocks:
+    return False
+  width = max(b.shape[1] for b in blocks)
+  blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
+  Image.fromarray(np.concatenate(blocks, axis=0)).save(path)
+  return True
