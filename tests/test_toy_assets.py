@@ -55,3 +55,27 @@ def test_load_generator_names_the_missing_file_when_not_shipped(monkeypatch, tmp
   monkeypatch.setattr(importlib.resources, "files", lambda pkg: tmp_path)
   with pytest.raises(FileNotFoundError, match="toy_eg3d"):
     jaxinv.load_generator("toy")
+
+
+@pytest.mark.slow
+def test_a_short_run_of_the_training_command_reproduces_the_manifests_first_losses(tmp_path):
+  """The manifest's training command, cut to its first logged step, logs the same losses."""
+  import importlib.util
+  from jaxinv.train import train_and_evaluate
+  if not TOY.is_file():
+    pytest.skip(f"{TOY} is not shipped in this checkout")
+  manifest = json.loads(TOY.with_suffix(".json").read_text())
+  spec = importlib.util.spec_from_file_location(
+      "toy_cfg", pathlib.Path(__file__).resolve().parents[1] / "configs" / "toy_eg3d.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  assert c.to_dict() == manifest["config"]      # the shipped model's config is the file's
+  first = manifest["first_logged"]
+  c.total_steps = c.checkpoint_every = int(first["step"])   # the LR schedule keeps decay_steps
+  c.preview_every = 0
+  train_and_evaluate(c, str(tmp_path))
+  row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+  assert row["step"] == first["step"]
+  for k in ("loss", "image_mse", "image_raw_mse", "depth_l1", "opacity_l1"):
+    assert row[k] == pytest.approx(first[k], rel=2e-3), k
