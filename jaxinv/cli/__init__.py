@@ -94,6 +94,24 @@ def _one_line(e: BaseException) -> str:
   return text
 
 
+def _enable_compilation_cache() -> None:
+  """XLA's persistent compilation cache for the commands (a second run skips most compiling):
+  ``$JAX_COMPILATION_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/jaxinv/xla`` (``~/.cache``);
+  ``JAXINV_NO_COMPILATION_CACHE=1`` turns it off."""
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get("JAXINV_NO_COMPILATION_CACHE"):
+    return
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  path = os.path.join(base, "jaxinv", "xla")
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    return
+  if not os.access(path, os.W_OK):
+    return
+  import jax
+  jax.config.update("jax_compilation_cache_dir", path)
+
+
 def main(argv=None) -> int:
   """Runs one sub-command; returns its exit code (0 ok, 1 expected error, 2 usage)."""
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -116,6 +134,7 @@ def main(argv=None) -> int:
   sp.add_argument(DEBUG_FLAG, action="store_true",
                   help="show the full traceback of an error instead of one line")
   args = sp.parse_args(argv[1:])
+  _enable_compilation_cache()
   try:
     return int(mod.run(args) or 0)
   except EXPECTED_ERRORS as e:
