@@ -2,6 +2,7 @@
 
   python -m jaxinv.train --config configs/e4e.py --workdir /tmp/e4e            # FFHQ-512 settings
   python -m jaxinv.train --config configs/e4e.py:runlocal --workdir /tmp/e4e   # 2-core CPU
+  python -m jaxinv.train --config configs/e4e.py:toy --workdir runs/e4e_toy      # world encoder
 
 Full (default): as ``configs/psp.py`` (EG3D ffhqrebalanced512-128, IR-SE-50 init, L2 1.0,
 LPIPS 0.8, ID 0.1, Ranger 1e-4, real FFHQ from ``data.path``) plus e4e's defaults: progressive
@@ -14,6 +15,11 @@ weight files are errors naming the field.
 ``runlocal``: tiny_eg3d(), a 4-unit encoder on 64x64, random LPIPS / tiny ID stand-ins, and
 generated images standing in for real ones (as psp's runlocal); stages every 5 steps from 10,
 R1 every 4 steps.
+
+``toy``: an encoder of the procedural world for the built-in toy generator (issue 12): images it
+renders on device over its training orbit, the 4-unit encoder on 64 px, pixel L2 only (no LPIPS /
+ArcFace files); ``jaxinv.train.tasks.psp_configs._toy`` says what differs and why. Export the
+run with ``python -m jaxinv.train.export --workdir runs/e4e_toy --out e4e_toy.npz``.
 """
 from jaxinv.train.tasks.psp_configs import psp_family_config
 

@@ -3,6 +3,7 @@
   python -m jaxinv.train --config configs/preim3d.py --workdir /tmp/preim3d                 # paper
   python -m jaxinv.train --config configs/preim3d.py:preset=release --workdir /tmp/preim3d  # code
   python -m jaxinv.train --config configs/preim3d.py:runlocal --workdir /tmp/preim3d        # CPU
+  python -m jaxinv.train --config configs/preim3d.py:toy --workdir runs/preim3d_toy      # world encoder
 
 Full (default, ``preset=paper``): EG3D ffhqrebalanced512-128, IR-SE-50 W+ encoder (ArcFace
 init), L2 1.0 / LPIPS-alex 0.8 / ID at the input view 0.4, latent regression on in-domain
@@ -16,6 +17,11 @@ files are errors naming the field.
 out-of-domain ("real") batches are images of the same generator from a second pose distribution
 (EG3D's Gaussian yaw/pitch, psi 1: ``config.stand_in``); ramps compressed to start within 20
 steps. Combine: ``configs/preim3d.py:runlocal,preset=release``.
+
+``toy``: an encoder of the procedural world for the built-in toy generator (issue 12): images it
+renders on device over its training orbit, the 4-unit encoder on 64 px, pixel L2 only (no LPIPS /
+ArcFace files); ``jaxinv.train.tasks.psp_configs._toy`` says what differs and why. Export the
+run with ``python -m jaxinv.train.export --workdir runs/preim3d_toy --out preim3d_toy.npz``.
 """
 from jaxinv.train.tasks.psp_configs import psp_family_config
 

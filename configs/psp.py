@@ -2,6 +2,7 @@
 
   python -m jaxinv.train --config configs/psp.py --workdir /tmp/psp            # FFHQ-512 settings
   python -m jaxinv.train --config configs/psp.py:runlocal --workdir /tmp/psp   # 2-core CPU
+  python -m jaxinv.train --config configs/psp.py:toy --workdir runs/psp_toy      # world encoder
 
 Full (default): EG3D ``ffhqrebalanced512-128`` (``generator.path``), IR-SE-50 pSp encoder on
 256x256 inputs initialised from ArcFace IR-SE-50 (``encoder.backbone_path``), pSp's loss weights
@@ -13,6 +14,11 @@ a missing one is an error naming the field.
 random-init LPIPS and a tiny random ID net stand in for the loss networks, and images generated
 on device by that generator (yaw +-30 deg, pitch +-20 deg) stand in for the real images. No
 files are read. Override any field: ``--config.losses.id=0 --config.batch_size=4``.
+
+``toy``: an encoder of the procedural world for the built-in toy generator (issue 12): images it
+renders on device over its training orbit, the 4-unit encoder on 64 px, pixel L2 only (no LPIPS /
+ArcFace files); ``jaxinv.train.tasks.psp_configs._toy`` says what differs and why. Export the
+run with ``python -m jaxinv.train.export --workdir runs/psp_toy --out psp_toy.npz``.
 """
 from jaxinv.train.tasks.psp_configs import psp_family_config
 

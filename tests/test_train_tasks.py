@@ -52,6 +52,18 @@ def test_full_configs_without_weight_files_are_clear_errors():
     _config("preim3d", "runlocal,typo")
 
 
+def test_toy_variants_train_into_the_toy_generator_without_weight_files():
+  """``:toy`` (issue 12's world encoders): the built-in G, pixel losses only, the G's orbit."""
+  for name in ("psp", "e4e", "preim3d"):
+    c = _config(name, "toy")
+    assert c.generator.path == "toy" and c.losses.lpips == 0 and c.losses.id == 0
+    assert c.synthetic.yaw_range == pytest.approx(57.3) and not c.runlocal
+    task = build_task(c)          # no weight file is read
+    assert task.name == name
+  with pytest.raises(ValueError, match="pick one"):
+    _config("psp", "toy,runlocal")
+
+
 def test_psp_step_is_finite_and_training_lowers_in_domain_l2():
   task, state, frozen, step = _setup(_config("psp", batch_size=2))
   held_out = task.make_batch(frozen, jax.random.PRNGKey(123), jnp.int32(0), None)

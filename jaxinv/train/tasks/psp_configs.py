@@ -2,7 +2,9 @@
 
 ``psp_family_config(task, arg)``: ``arg`` is the text after the colon of
 ``--config configs/METHOD.py:ARG`` -- comma-separated words / key=value pairs:
-``runlocal`` (tiny models, no files), ``preset=paper|release`` (PREIM3D's ramps).
+``runlocal`` (tiny models, no files), ``toy`` (an encoder of the procedural world: the built-in
+toy generator, images it renders on device over its training orbit, pixel losses only),
+``preset=paper|release`` (PREIM3D's ramps).
 """
 from __future__ import annotations
 
@@ -26,11 +28,14 @@ def parse_arg(arg) -> dict:
 
 def psp_family_config(task: str, arg=None) -> ml_collections.ConfigDict:
   a = parse_arg(arg)
-  unknown = set(a) - {"runlocal", "preset"}
+  unknown = set(a) - {"runlocal", "toy", "preset"}
   if unknown:
     raise ValueError(f"configs/{task}.py: unknown argument(s) {sorted(unknown)}; "
-                     "known: runlocal, preset=paper|release")
+                     "known: runlocal, toy, preset=paper|release")
   runlocal = bool(a.get("runlocal", False))
+  toy = bool(a.get("toy", False))
+  if toy and runlocal:
+    raise ValueError(f"configs/{task}.py: toy and runlocal are two different variants; pick one")
   c = base_config(task, total_steps=500_000, batch_size=8, seed=0, log_every=100,
                   checkpoint_every=5000, preview_every=2500)
   c.runlocal = runlocal
@@ -112,4 +117,53 @@ def psp_family_config(task: str, arg=None) -> ml_collections.ConfigDict:
       c.preim3d.sur_every = 10
       c.preim3d.sur_delta = 0.0 if c.preset == "release" else 0.05
       c.preim3d.views = 4 if c.preset == "paper" else 3
+  if toy:
+    _toy(c, task)
   return c
+
+
+def _toy(c, task: str) -> None:
+  """The toy-world encoder (issue 12): what differs from the paper's recipe, and why.
+
+  * generator: the built-in toy G (``generator.path='toy'``), 128 px images;
+  * data: images the toy G renders on device (``synthetic``) over the orbit it was trained on
+    (yaw +-1 rad, pitch +-0.3 rad, uniform), psi 1: the world has no "real" photos to add;
+  * encoder: the small 4-unit IR-SE trunk on 64 px inputs (the world is flat-shaded colour);
+  * losses: pixel L2 on the full 128 px image only -- LPIPS and ArcFace weights are downloads and
+    identity means nothing for these heads; PREIM3D keeps its latent regression on generated
+    pairs, e4e its delta regulariser and latent discriminator;
+  * schedule: 3000 steps of batch 8, Ranger lr 1e-3, the paper's ramps scaled to the run.
+  """
+  c.generator.path = "toy"
+  c.encoder.tiny = True
+  c.encoder.input_size = 64
+  c.encoder.backbone_path = ""
+  c.losses.lpips = 0.0
+  c.losses.id = 0.0
+  c.losses.lpips_path = ""
+  c.losses.arcface_path = ""
+  c.losses.resolution = 128
+  c.synthetic.kind = "uniform"
+  c.synthetic.yaw_range = 57.3      # degrees: the toy G's training orbit, +-1 rad
+  c.synthetic.pitch_range = 17.2    # +-0.3 rad
+  c.synthetic.truncation_psi = 1.0
+  c.synthetic.truncation_cutoff = 0
+  c.optimizer.lr = 1e-3
+  c.total_steps = 3000
+  c.batch_size = 8
+  c.log_every = 25
+  c.checkpoint_every = 250
+  c.preview_every = 500
+  if task == "e4e":
+    c.e4e.progressive_start = 500
+    c.e4e.progressive_step_every = 100
+  if task == "preim3d":
+    c.stand_in = c.synthetic.copy_and_resolve_references()   # no second domain in the world
+    c.preim3d.w_start = 0
+    c.preim3d.w_every = 100
+    c.preim3d.w_delta = 0.1
+    c.preim3d.w_max_increments = 10
+    c.preim3d.sur_start = c.total_steps + 1   # the surrounding-view terms are identity losses
+    c.preim3d.sur_delta = 0.0
+    c.preim3d.sur_constant = 0.0
+    c.batch_size = 8
