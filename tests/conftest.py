@@ -76,7 +76,9 @@ def eg3d_fixture(name: str):
 # Modules that take minutes (subprocess training runs): scheduled first, so that with
 # ``-n 2 --dist loadfile`` the two workers finish together instead of one waiting on the other.
 HEAVY_FIRST = ("test_train_goae.py", "test_train_tasks.py", "test_nerf3de_train.py",
-               "test_train_triplanenet.py", "test_invert_optimize.py", "test_invert_cli.py",
+               "test_train_triplanenet.py", "test_notebooks_editing_training.py",
+               "test_notebooks.py", "test_invert_optimize.py", "test_invert_cli.py",
+               "test_eval_world.py", "test_train_export.py", "test_eval_sharded.py",
                "test_goae_pipeline.py", "test_encoders_psp.py", "test_render_sharding.py",
                "test_invert_api.py")
 
