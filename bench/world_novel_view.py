@@ -7,7 +7,8 @@ world's exact render at that camera: PSNR and SSIM of the image, mean |depth err
 foreground, time per image. Two references frame the table:
 
 * ``mean_latent``: the generator at its mean latent (``ws`` averaged over 1000 z), no inversion;
-* ``ceiling``: the generator at the true ``z`` (``G(z, c)``), its own fit of the world.
+* ``ceiling``: the generator at the true ``z`` (``G(z, c)``), its own fit of the world (not an
+  upper bound for inversion: an optimised w can fit a view better than the true z does).
 
     python bench/world_novel_view.py --scenes 64 --methods w,pti        # writes bench/results/
     python bench/world_novel_view.py --scenes 2 --methods w --steps 20  # a smoke run
