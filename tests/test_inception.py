@@ -117,7 +117,7 @@ def test_kid_is_the_unbiased_polynomial_mmd():
     metrics.kid(np.full((3, 8), np.nan), b)
 
 
-def test_features_are_jit_equal_to_eager_and_batch_independent():
+def test_features_are_batch_independent_and_check_their_input():
   p = inception.init_params(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (3, 32, 32, 3), minval=-1, maxval=1)
   full = np.asarray(inception.features_jit(p, x))

@@ -147,10 +147,17 @@ def grid_png(outdir, item_ids, path) -> bool:
     p = os.path.join(outdir, PREVIEWS, f"{_safe(i)}.png")
     if os.path.exists(p):
       rows.append(np.asarray(Image.open(p).convert("RGB")))
+  return _stack_png(rows, path, gap=4)
+
+
+def _stack_png(rows, path, gap: int = 0) -> bool:
+  """Stacks uint8 ``[h, w, 3]`` rows top to bottom (white-padded to the widest, ``gap`` white
+  pixels under each) and saves them; False when there is nothing to draw."""
+  from PIL import Image
   if not rows:
     return False
   width = max(r.shape[1] for r in rows)
-  rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+  rows = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
   Image.fromarray(np.concatenate(rows, axis=0)).save(path)
   return True
 
@@ -262,9 +269,4 @@ def _compare_grid(runs, path, max_items: int = 4) -> bool:
       ImageDraw.Draw(strip).text((4, 4), label[:14], fill="black")
       blocks.append(np.concatenate([np.asarray(strip), r], axis=1))
     blocks.append(np.full((6, blocks[-1].shape[1], 3), 255, np.uint8))
-  if not blocks:
-    return False
-  width = max(b.shape[1] for b in blocks)
-  blocks = [np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0)), constant_values=255) for b in blocks]
-  Image.fromarray(np.concatenate(blocks, axis=0)).save(path)
-  return True
+  return _stack_png(blocks, path)
