@@ -112,7 +112,12 @@ def invert(image, pose=None, *, method: str = "goae", weights=None, key=None, **
       (shared), ``[B, 25]`` or a :class:`jaxinv.Camera`.
     method: encoders ``"psp" | "e4e" | "preim3d" | "triplanenet" | "goae" | "nerf3de"``, or the
       optimisation baselines ``"w" | "wplus" | "pti" | "triplane_opt"`` (see
-      ``jaxinv.inversion.optimize`` for their defaults, all overridable via ``options``).
+      ``jaxinv.inversion.optimize`` for their defaults, all overridable via ``options``), or
+      ``"zignerf"``: ZIGNeRF's compositional GIRAFFE generator (not EG3D) and its inverter; it
+      returns a ``jaxinv.inversion.zignerf.ZIGNeRFInversion`` (``render(rotation=...)`` over the
+      full circle, ``swap_background``, ``swap_object``, ``mix``, ``move``, ``video``); its
+      ``pose=None`` means the inverter's pose head, not face detection, and ``weights`` are
+      ``generator`` + ``encoder`` (its inverter), None = the built-in world models.
     weights: None (the built-in toy-world generator ``load_generator("toy")``), or a dict /
       ``jaxinv.inversion.invert.Weights`` with ``generator``, ``encoder``, ``afa`` (GOAE),
       ``lpips`` (optimisation baselines), each a file path or an already-loaded object.
@@ -124,8 +129,9 @@ def invert(image, pose=None, *, method: str = "goae", weights=None, key=None, **
     :class:`jaxinv.Inversion` (``render``, ``depth``, ``mesh``, ``save_mesh``, ``video``, ``edit``).
   """
   from jaxinv.inversion import invert as _invert
-  if not isinstance(method, str) or method not in _invert.INVERT_METHODS:
-    _invert.check_method(method)
+  _invert.check_method(method)
+  if method == "zignerf":
+    return _invert.invert_zignerf(image, pose, weights, options)
   w = _load_weights(_invert.Weights.coerce(weights), method)
   return _invert.invert(image, pose, method=method, weights=w, key=key, **options)
 

@@ -128,3 +128,8 @@ def main():
 
 if __name__ == "__main__":
   main()
+  # Skip interpreter teardown (XLA / checkpointer threads): a crash there once turned a finished
+  # run into a SIGSEGV exit code under a loaded machine.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)

@@ -122,7 +122,9 @@ def test_bad_input_is_named(tmp_path):
   inv = functools.partial(jaxinv.invert, weights=w)
   cases = [
       (dict(image=target, pose=c, method="nope"), ValueError, "method: expected one of"),
-      (dict(image=target, pose=c, method="zignerf"), ValueError, "zignerf"),
+      (dict(image=target, pose=c, method="zignerf", weights=dict(generator=str(tmp_path / "g.npz"),
+                                                                  encoder=str(tmp_path / "i.npz"))),
+       FileNotFoundError, "weights.generator: no such file"),
       (dict(image=np.transpose(np.asarray(target), (0, 3, 1, 2)), pose=c, method="psp"),
        ValueError, "image.*channels-first"),
       (dict(image=target * 3, pose=c, method="psp"), ValueError, r"image: values must lie in \[-1"),

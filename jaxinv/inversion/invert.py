@@ -29,7 +29,8 @@ from jaxinv.inversion.result import Inversion, camera_label
 
 ENCODER_METHODS = ("psp", "e4e", "preim3d", "triplanenet", "goae", "nerf3de")
 OPTIMIZATION_METHODS = ("w", "wplus", "pti", "triplane_opt")
-INVERT_METHODS = ENCODER_METHODS + OPTIMIZATION_METHODS
+INVERT_METHODS = ENCODER_METHODS + OPTIMIZATION_METHODS      # the EG3D methods
+ALL_METHODS = INVERT_METHODS + ("zignerf",)                  # + the GIRAFFE one
 PSP_RESOLUTION = 256
 
 
@@ -415,16 +416,70 @@ def invert_prepared(G, w: Weights, method: str, x, c, key, options) -> Inversion
 
 
 def check_method(method) -> None:
-  if not isinstance(method, str) or method not in INVERT_METHODS:
-    known = ", ".join(INVERT_METHODS)
-    hint = " (zignerf inverts GIRAFFE scenes, not EG3D; not available yet)" if method == "zignerf" else ""
-    raise ValueError(f"method: expected one of {known}; got {method!r}{hint}")
+  if not isinstance(method, str) or method not in ALL_METHODS:
+    raise ValueError(f"method: expected one of {', '.join(ALL_METHODS)}; got {method!r}")
+
+
+def invert_zignerf(image, pose, weights, options):
+  """``jaxinv.invert(..., method="zignerf")``: a :class:`jaxinv.inversion.zignerf.ZIGNeRFInversion`.
+
+  ``weights``: None (the built-in world models) or ``generator`` (a ZIGNeRF generator ``.npz`` /
+  ``Giraffe``) and ``encoder`` (its inverter ``.npz`` / ``Inverter``). ``pose``: None = the
+  inverter's pose head (no face detection: these are world models), else cameras ``c`` read as
+  (turn, pitch). Options: ``search`` (turns to try, see ``jaxinv.inversion.zignerf``).
+  """
+  from jaxinv.inversion import zignerf as zi
+  from jaxinv.models import giraffe as gm
+  w = Weights.coerce(weights)
+  extra = sorted(k for k in ("afa", "lpips", "arcface") if getattr(w, k) is not None)
+  if extra:
+    raise TypeError(f"weights: zignerf reads only generator and encoder, got {extra}")
+  unknown = sorted(set(options) - {"search"})
+  if unknown:
+    raise TypeError(f"unknown option(s) {unknown} for method 'zignerf'; known: ['search']")
+  if w.generator is None and w.encoder is None:
+    try:
+      G, inverter = zi.load_toy()
+    except (OSError, ValueError) as e:
+      raise ValueError(f"weights=None means the built-in ZIGNeRF world models, which this install "
+                       f"cannot load ({e}); pass weights=dict(generator=..., encoder=...)") from e
+  else:
+    if w.generator is None or w.encoder is None:
+      raise ValueError("weights: zignerf needs both generator (the GIRAFFE .npz) and encoder (its "
+                       "inverter .npz)")
+    G = w.generator if isinstance(w.generator, gm.Giraffe) else gm.load(_file(w.generator,
+                                                                              "weights.generator"))
+    if isinstance(w.encoder, zi.Inverter):
+      inverter = w.encoder
+    else:
+      inverter, gcfg = zi.load_inverter(_file(w.encoder, "weights.encoder"))
+      if gcfg != G.config:
+        raise ValueError("weights.encoder: this inverter was trained for another generator config")
+  batch, _ = _to_batch(image)
+  r = G.config.img_resolution
+  if isinstance(batch, list):
+    x = jnp.asarray(np.stack([np.asarray(_resize(_uint8_to_float(a)[None], r, "image")[0])
+                              for a in batch]))
+  else:
+    x = _resize(batch, r, "image")
+  c = None if pose is None else camera_label(pose, x.shape[0], "pose")
+  return zi.invert(G, inverter, x, c, search=options.get("search", 0))
+
+
+def _file(path, what):
+  if not isinstance(path, (str, os.PathLike)):
+    raise TypeError(f"{what}: expected a file path, got {type(path).__name__}")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{what}: no such file: {os.fspath(path)}")
+  return os.fspath(path)
 
 
 def invert(image, pose=None, *, method: str = "goae", weights=None, key=None,
            **options) -> Inversion:
   """``jaxinv.invert`` with loaded networks in ``weights`` (``jaxinv.api.invert`` loads files)."""
   check_method(method)
+  if method == "zignerf":
+    return invert_zignerf(image, pose, weights, options)
   if key is not None and not (hasattr(key, "dtype") and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                                          or np.shape(key) == (2,))):
     raise TypeError(f"key: expected a jax.random key (e.g. jax.random.PRNGKey(0)), got {key!r}")

@@ -4,7 +4,9 @@ inference reads.
 * ``psp`` / ``e4e`` / ``preim3d`` runs: the native encoder ``.npz`` of ``jaxinv.load_encoder`` and
   ``jaxinv.invert(method=..., weights={"generator": ..., "encoder": FILE})`` (eval-mode BatchNorm,
   ``latent_avg`` = the generator's ``w_avg``);
-* ``toy_eg3d`` runs: the generator ``.npz`` and its manifest (``jaxinv.train.tasks.toy_eg3d``).
+* ``toy_eg3d`` runs: the generator ``.npz`` and its manifest (``jaxinv.train.tasks.toy_eg3d``);
+* ``zignerf`` runs: stage generator -> G and D, stage inverter -> the inverter, each with a
+  manifest (``jaxinv.train.tasks.zignerf``; ``jaxinv.invert(method="zignerf")`` reads them).
 
 The run's ``DIR/config.json`` (written by every start of the loop) says which. Errors print one
 line and exit 2; an existing FILE is kept unless ``--overwrite``.
@@ -27,8 +29,14 @@ def export(workdir: str, out: str, step: int | None = None):
     if step is not None:
       raise ValueError("--step: toy_eg3d exports its latest checkpoint")
     return toy_eg3d.export(workdir, out, config)
+  if task == "zignerf":
+    from jaxinv.train.tasks import zignerf
+    if step is not None:
+      raise ValueError("--step: zignerf exports its latest checkpoint")
+    return zignerf.export(workdir, out, command=f"python -m jaxinv.train --config "
+                          f"configs/zignerf.py:stage={config.get('stage')} --workdir {workdir}")
   raise ValueError(f"{workdir}: a {task!r} run; exportable runs: "
-                   f"{', '.join(sorted(psp_family.KINDS))}, toy_eg3d")
+                   f"{', '.join(sorted(psp_family.KINDS))}, toy_eg3d, zignerf")
 
 
 def main(argv=None) -> int:

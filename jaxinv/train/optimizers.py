@@ -3,7 +3,7 @@
 ``make_optimizer(cfg) -> optax.GradientTransformation`` with ``cfg`` a mapping (an
 ``ml_collections.ConfigDict`` in configs) of::
 
-  name:          "adam" | "ranger" | "sgd"   (ranger: the pSp family's RAdam + Lookahead +
+  name:          "adam" | "ranger" | "sgd" | "rmsprop"   (ranger: the pSp family's RAdam + Lookahead +
                  gradient centralisation, step for step; see ``ranger``)
   lr:            peak learning rate
   schedule:      "constant" (default) | "cosine" | "linear" | "warmup_cosine" | "step"
@@ -18,6 +18,7 @@
   freeze:        list of regular expressions over '/'-joined parameter paths; matching leaves
                  get zero updates and no optimizer state (optax.multi_transform + set_to_zero)
   gradient_centralization: Ranger only (default True, as the official optimizer)
+  decay:         RMSprop's squared-gradient decay (default 0.99, PyTorch's ``alpha``; eps 1e-8)
 
 Ranger keeps its Lookahead slow copy in the optimizer state, so the train loop only ever sees
 ``(updates, state) = opt.update(grads, state, params)`` on plain ``params`` pytrees.
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 
 SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine", "step")
-OPTIMIZERS = ("adam", "ranger", "sgd")
+OPTIMIZERS = ("adam", "ranger", "sgd", "rmsprop")
 
 
 def _get(cfg, name, default=None):
@@ -207,6 +208,10 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
     opt = ranger(lr, b1, b2, eps, wd, int(_get(cfg, "lookahead_steps", 6)),
                  float(_get(cfg, "lookahead_alpha", 0.5)), bool(_get(cfg, "gradient_centralization",
                                                                       True)))
+  elif name == "rmsprop":
+    # PyTorch's RMSprop (GIRAFFE / ZIGNeRF): eps outside the square root, no momentum.
+    opt = optax.rmsprop(lr, decay=float(_get(cfg, "decay", 0.99)),
+                        eps=float(_get(cfg, "eps", 1e-8)), eps_in_sqrt=False)
   else:
     opt = optax.sgd(lr, momentum=_get(cfg, "momentum", None))
   clip = _get(cfg, "clip_norm", None)

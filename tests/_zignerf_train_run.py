@@ -1,0 +1,72 @@
+"""Runs both ZIGNeRF stages' ``runlocal`` configs through the train loop; JSON on the last line.
+
+Used by tests/test_zignerf_train.py in a subprocess. For each stage, run A trains STEPS steps
+(a checkpoint every 5, all kept) and run B resumes a copy of A's checkpoint at RESUME_AT to STEPS;
+the inverter stage reads the generator stage's run A as its frozen G and D. Both runs share XLA's
+persistent compilation cache, so run B compiles nothing new.
+Usage: ``python tests/_zignerf_train_run.py TMPDIR STEPS RESUME_AT``.
+"""
+import json
+import os
+import pathlib
+import sys
+import time
+
+import jax
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "configs"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _b1_train_run import _digest, _metrics, _resume_copy  # noqa: E402
+
+
+def main():
+  tmp, steps, resume_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+  every = 5
+  jax.config.update("jax_compilation_cache_dir",
+                    os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(tmp, "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  import zignerf as cfg_mod
+  from jaxinv.train import load_checkpoint, train_and_evaluate
+
+  def config(stage, **over):
+    c = cfg_mod.get_config(f"stage={stage},runlocal")
+    c.total_steps = steps
+    c.checkpoint_every = every
+    c.keep_checkpoints = 100
+    c.tensorboard = False
+    c.checkpoint_async = False
+    for k, v in over.items():
+      c[k] = v
+    return c
+
+  out = {}
+  for stage in ("generator", "inverter"):
+    c = config(stage)
+    if stage == "inverter":
+      c.generator.path = os.path.join(tmp, "generator", "a")
+    wa, wb = os.path.join(tmp, stage, "a"), os.path.join(tmp, stage, "b")
+    t0 = time.time()
+    train_and_evaluate(c, wa)
+    t1 = time.time()
+    _resume_copy(wa, wb, resume_at)
+    train_and_evaluate(c, wb)
+    t2 = time.time()
+    a, b = load_checkpoint(wa), load_checkpoint(wb)
+    out[stage] = dict(
+        metrics=_metrics(wa), resumed_metrics=_metrics(wb),
+        digest=_digest(a["params"]), resumed_digest=_digest(b["params"]),
+        state_digest=_digest(a["model_state"]), resumed_state_digest=_digest(b["model_state"]),
+        mid_digest=_digest(load_checkpoint(wa, step=resume_at)["params"]),
+        seconds=[round(t1 - t0, 1), round(t2 - t1, 1)])
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  main()
+  # Skip interpreter teardown (XLA / checkpointer threads): a crash there once turned a finished
+  # run into a SIGSEGV exit code under a loaded machine.
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)
