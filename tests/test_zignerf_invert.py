@@ -1,0 +1,168 @@
+"""``jaxinv.invert(..., method="zignerf")`` with the built-in world models: the inverter recovers
+generated scenes, world scenes reconstruct above a floor, turns / swaps / mixing, bad input.
+
+Floors are set below what the shipped models measured (``jaxinv/assets/zignerf_*.json``,
+``bench/results/world_novel_view.md``), so that a broken model, inverter or pipeline fails.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxinv
+from jaxinv.data import world
+from jaxinv.eval import metrics
+from jaxinv.inversion import zignerf as zi
+from jaxinv.models import giraffe as gm
+from jaxinv.train.tasks.zignerf import EVAL_SEED, world_codes
+
+B = 4
+
+
+@pytest.fixture(scope="module")
+def models():
+  return zi.load_toy()
+
+
+@pytest.fixture(scope="module")
+def scenes(models):
+  """Held-out world scenes at turn 0, pitch 0, their images and the inversions."""
+  G, _ = models
+  z = world.sample_z(jax.random.PRNGKey(EVAL_SEED + 7), B)
+  c = zi.canonical_label(jnp.zeros(B))
+  image = world.render(z, c, resolution=G.config.img_resolution)["image"]
+  return z, c, image, jaxinv.invert(image, method="zignerf")
+
+
+def test_the_inverter_recovers_generated_scenes(models):
+  G, inv = models
+  key = jax.random.PRNGKey(11)
+  codes = gm.sample_codes(key, 8, G.config)
+  theta = jax.random.uniform(jax.random.fold_in(key, 1), (8, 1), minval=0, maxval=2 * math.pi)
+  c = zi.canonical_label(jnp.zeros(8))
+  image = G(codes, c, theta)["image"]
+  res = zi.invert(G, inv, image)
+  err = float(np.mean([np.mean(np.abs(np.asarray(res.codes[k]) - np.asarray(codes[k])))
+                       for k in zi.CODE_PARTS]))
+  spread = float(np.sqrt(2 / np.pi))    # E|z| for z ~ N(0, 1): the error of guessing the mean
+  # Measured with the shipped inverter (700 steps of the config's 1500): 0.60 = 0.75 x spread, and
+  # 29.0 dB at the input view. "Well below the spread" (issue 14) needs the full run.
+  assert err < 0.85 * spread, err
+  # The input view is reproduced, at the pose the head read.
+  psnr = float(np.mean(metrics.psnr(res.render()["image"], image)))
+  assert psnr > 26.0, psnr
+
+
+def test_world_scenes_reconstruct_above_the_prior_mean(models, scenes):
+  G, _ = models
+  z, c, image, res = scenes
+  assert isinstance(res, zi.ZIGNeRFInversion) and res.batch_size == B
+  rec = float(np.mean(metrics.psnr(res.render()["image"], image)))
+  zero = res.replace(codes={k: jnp.zeros_like(v) for k, v in res.codes.items()},
+                     rotation=jnp.zeros_like(res.rotation), pitch=jnp.zeros_like(res.pitch))
+  base = float(np.mean(metrics.psnr(zero.render()["image"], image)))
+  # Measured: 22.2 dB against the prior mean's 16.7 (a quarter turn: 22.9 against 17.8).
+  assert rec > 20.0 and rec > base + 3.0, (rec, base)
+  # A novel view (a quarter turn) is closer to the world's than the prior mean's is.
+  cw = gm.rotate_label(c, jnp.full((B,), -math.pi / 2))
+  truth = world.render(z, cw, resolution=G.config.img_resolution)["image"]
+  nv = float(np.mean(metrics.psnr(res.render(yaw=math.pi / 2)["image"], truth)))
+  nv0 = float(np.mean(metrics.psnr(zero.render(yaw=math.pi / 2)["image"], truth)))
+  assert nv > nv0 + 3.0, (nv, nv0)
+
+
+def test_input_kinds_pose_and_search(models, scenes):
+  G, _ = models
+  z, c, image, res = scenes
+  u8 = np.asarray(np.clip(np.rint((np.asarray(image) + 1) * 127.5), 0, 255), np.uint8)
+  one = jaxinv.invert(u8[0], method="zignerf")
+  assert one.batch_size == 1
+  np.testing.assert_allclose(np.asarray(one.codes["obj_shape"]),
+                             np.asarray(res.codes["obj_shape"][:1]), atol=0.05)
+  # A larger image is resized to G's resolution.
+  big = np.repeat(np.repeat(u8, 2, axis=1), 2, axis=2)
+  assert jaxinv.invert(big, method="zignerf").batch_size == B
+  given = jaxinv.invert(image, c, method="zignerf")
+  np.testing.assert_allclose(np.asarray(given.rotation), 0.0, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(given.c), np.asarray(c), atol=1e-5)
+  searched = jaxinv.invert(image, method="zignerf", search=4)
+  assert searched.rotation.shape == (B, 1)
+  # Search never does worse at the input view than the head's turn alone.
+  e0 = np.mean(np.abs(np.asarray(res.render()["image"] - image)), axis=(1, 2, 3))
+  e1 = np.mean(np.abs(np.asarray(searched.render()["image"] - image)), axis=(1, 2, 3))
+  assert (e1 <= e0 + 1e-5).all()
+
+
+def test_turns_swaps_and_mixing(scenes):
+  z, c, image, res = scenes
+  a = res.render(rotation=res.rotation + 2 * math.pi)["image"]
+  np.testing.assert_allclose(np.asarray(a), np.asarray(res.render()["image"]), atol=1e-4)
+  np.testing.assert_allclose(np.asarray(res.render(c=res.c)["image"]),
+                             np.asarray(res.render()["image"]), atol=1e-4)
+  other = res[::-1]
+  sb = res.swap_background(other)
+  so = res.swap_object(other)
+  for k in ("obj_shape", "obj_app"):
+    np.testing.assert_array_equal(np.asarray(sb.codes[k]), np.asarray(res.codes[k]))
+    np.testing.assert_array_equal(np.asarray(so.codes[k]), np.asarray(other.codes[k]))
+  for k in ("bg_shape", "bg_app"):
+    np.testing.assert_array_equal(np.asarray(sb.codes[k]), np.asarray(other.codes[k]))
+    np.testing.assert_array_equal(np.asarray(so.codes[k]), np.asarray(res.codes[k]))
+  # The object mask follows the object codes: swapping the background keeps it, swapping the
+  # object takes the other's.
+  m, mo = res.render()["masks"], other.render(rotation=res.rotation, pitch=res.pitch)["masks"]
+  m_sb, m_so = sb.render()["masks"], so.render()["masks"]
+  assert float(jnp.mean(jnp.abs(m_sb - m))) < float(jnp.mean(jnp.abs(m_sb - mo)))
+  assert float(jnp.mean(jnp.abs(m_so - mo))) < float(jnp.mean(jnp.abs(m_so - m)))
+  # Against the world: the background-swapped scene is closer to the world's swap than to the
+  # unswapped scene.
+  zs = jnp.concatenate([z[:, :19], z[::-1, 19:]], axis=1)
+  truth = world.render(zs, c, resolution=64)["image"]
+  img = sb.render()["image"]
+  assert float(np.mean(metrics.psnr(img, truth))) > float(np.mean(metrics.psnr(img, image)))
+  mixed = res.mix(other, ("obj_app",))
+  np.testing.assert_array_equal(np.asarray(mixed.codes["obj_app"]), np.asarray(other.codes["obj_app"]))
+  moved = res.move(jnp.array([0.05, 0.0, 0.0]))
+  assert float(jnp.abs(moved.render()["image"] - res.render()["image"]).max()) > 1e-3
+
+
+def test_video_writes_a_full_turn(scenes, tmp_path):
+  z, c, image, res = scenes
+  path = res.video(tmp_path / "turn.gif", rotations=np.linspace(0, 2 * np.pi, 4, endpoint=False))
+  from PIL import Image
+  with Image.open(path) as im:
+    assert im.n_frames == 4
+
+
+def test_bad_input_is_named(scenes, tmp_path):
+  z, c, image, res = scenes
+  cases = [
+      (dict(search=1), ValueError, "search: expected 0"),
+      (dict(search=True), ValueError, "search"),
+      (dict(steps=3), TypeError, r"unknown option\(s\) \['steps'\]"),
+      (dict(weights=dict(generator=str(tmp_path / "g.npz"), encoder=str(tmp_path / "i.npz"))),
+       FileNotFoundError, "weights.generator: no such file"),
+      (dict(weights=dict(generator=zi.toy_path("generator"))), ValueError, "needs both"),
+      (dict(weights=dict(lpips="x")), TypeError, "reads only generator and encoder"),
+      (dict(weights=dict(generator=zi.toy_path("inverter"), encoder=zi.toy_path("inverter"))),
+       ValueError, "expected 'giraffe'"),
+  ]
+  for kw, err, msg in cases:
+    with pytest.raises(err, match=msg):
+      jaxinv.invert(image, method="zignerf", **kw)
+  with pytest.raises(ValueError, match="image: values must lie in"):
+    jaxinv.invert(image * 3, method="zignerf")
+  with pytest.raises(ValueError, match="pose"):
+    jaxinv.invert(image, c[:, :16], method="zignerf")
+  with pytest.raises(ValueError, match="either c or rotation"):
+    res.render(c=c, rotation=0.0)
+  with pytest.raises(ValueError, match="rotation or yaw"):
+    res.render(rotation=0.0, yaw=0.1)
+  with pytest.raises(ValueError, match="parts: unknown"):
+    res.mix(res, ("hair",))
+  with pytest.raises(ValueError, match="same batch size"):
+    res.swap_background(res[:1])
+  with pytest.raises(ValueError, match="rotation: must be finite"):
+    res.render(rotation=float("nan"))
