@@ -80,7 +80,7 @@ HEAVY_FIRST = ("test_train_goae.py", "test_train_tasks.py", "test_nerf3de_train.
                "test_notebooks.py", "test_invert_optimize.py", "test_invert_cli.py",
                "test_eval_world.py", "test_train_export.py", "test_eval_sharded.py",
                "test_goae_pipeline.py", "test_encoders_psp.py", "test_render_sharding.py",
-               "test_invert_api.py")
+               "test_invert_api.py", "test_zignerf_train.py", "test_giraffe.py")
 
 
 def pytest_collection_modifyitems(config, items):
