@@ -282,6 +282,9 @@ class Inversion:
       raise ValueError(f"inversion: {path} is not a jaxinv inversion file: {e}") from None
     if meta.get("format") != "jaxinv-inversion":
       raise ValueError(f"inversion: {path} is not a jaxinv inversion file")
+    if meta.get("method") == "zignerf":
+      raise ValueError(f"inversion: {path} is a ZIGNeRF inversion; read it with "
+                       f"jaxinv.inversion.zignerf.ZIGNeRFInversion.load")
     if meta["method"] == "pti" and G is None:
       from jaxinv.convert import eg3d as eg3d_convert
       G = eg3d_convert.load_native_generator(os.path.join(os.path.dirname(path),

@@ -248,6 +248,59 @@ class ZIGNeRFInversion:
               for r in rotations]
     return write_video(str(path), frames, fps=fps)
 
+  # ---------------------------------------------------------------- files
+  def save(self, path, *, generator_source: str = "") -> str:
+    """Writes the codes, turns, pitch, translation (and target) to ``path`` (``.npz``, no
+    pickles); the generator is recorded by ``generator_source`` only (:meth:`load` takes it)."""
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+      raise ValueError(f"path: inversion files end in .npz, got {path!r}")
+    arrays = {f"codes/{k}": np.asarray(v) for k, v in self.codes.items()}
+    arrays.update(rotation=np.asarray(self.rotation), pitch=np.asarray(self.pitch),
+                  translation=np.asarray(self.translation))
+    if self.target is not None:
+      arrays["target"] = np.asarray(self.target)
+    meta = {"format": "jaxinv-inversion", "version": 1, "method": self.method,
+            "generator_source": generator_source,
+            "generator_config": json.loads(self.G.config.to_json())}
+    np.savez(path, meta=np.asarray(json.dumps(meta)), **arrays)
+    return path
+
+  @classmethod
+  def load(cls, path, G=None) -> "ZIGNeRFInversion":
+    """Reads :meth:`save`'s file. ``G``: its generator (default: the built-in world G); a
+    generator of another config is refused."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f"inversion: no such file: {path}")
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        arrays = {k: f[k] for k in f.files if k != "meta"}
+      if meta.get("format") != "jaxinv-inversion" or meta.get("method") != "zignerf":
+        raise ValueError("not a ZIGNeRF inversion")
+      codes = {k: jnp.asarray(arrays[f"codes/{k}"]) for k in CODE_PARTS}
+      rotation, pitch = jnp.asarray(arrays["rotation"]), jnp.asarray(arrays["pitch"])
+      translation = jnp.asarray(arrays["translation"])
+    except (KeyError, ValueError, OSError, AttributeError) as e:
+      raise ValueError(f"inversion: {path} is not a jaxinv ZIGNeRF inversion file ({e})") from None
+    if G is None:
+      G = gm.load(toy_path("generator"))
+    if json.loads(G.config.to_json()) != meta.get("generator_config"):
+      raise ValueError(f"inversion: {path} was made with another generator config than G's")
+    b, n = pitch.shape[0], G.config.n_objects
+    expect = {"rotation": (rotation, (b, n)), "translation": (translation, (b, n, 3)),
+              "obj_shape": (codes["obj_shape"], (b, n, G.config.obj_shape_dim)),
+              "obj_app": (codes["obj_app"], (b, n, G.config.obj_app_dim)),
+              "bg_shape": (codes["bg_shape"], (b, G.config.bg_shape_dim)),
+              "bg_app": (codes["bg_app"], (b, G.config.bg_app_dim))}
+    for name, (a, shape) in expect.items():
+      if tuple(a.shape) != shape or not bool(jnp.all(jnp.isfinite(a))):
+        raise ValueError(f"inversion: {path}: {name} must be finite with shape {shape}, got "
+                         f"{tuple(a.shape)}")
+    target = jnp.asarray(arrays["target"]) if "target" in arrays else None
+    return cls(G, codes, rotation, pitch, translation, target)
+
   def __getitem__(self, i) -> "ZIGNeRFInversion":
     idx = slice(i, i + 1) if isinstance(i, (int, np.integer)) else i
     return ZIGNeRFInversion(self.G, {k: v[idx] for k, v in self.codes.items()}, self.rotation[idx],

@@ -19,6 +19,17 @@ def _finite_or_str(v: float):
   return v if math.isfinite(v) else str(v)
 
 
+def first_and_last_logged(workdir: str) -> tuple[dict | None, dict | None]:
+  """The first and the last line of ``WORKDIR/metrics.jsonl`` (None, None without a log): what
+  an exported model's manifest records of its run."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None, None
+  with open(path) as f:
+    lines = [json.loads(x) for x in f if x.strip()]
+  return (lines[0], lines[-1]) if lines else (None, None)
+
+
 class MetricWriter:
   def __init__(self, workdir: str, start_step: int = 0, enabled: bool = True,
                tensorboard: bool = True):

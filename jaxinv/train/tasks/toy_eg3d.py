@@ -166,6 +166,7 @@ def export(workdir: str, out_path: str, config=None, command: str = "", commit: 
   """Writes the trained G of ``workdir`` as a native ``.npz`` and ``<out>.json`` manifest."""
   from jaxinv.convert import eg3d as eg3d_convert
   from jaxinv.train import checkpoint as ckpt
+  from jaxinv.train.metrics import first_and_last_logged
   if config is None:
     import importlib.util
     spec = importlib.util.spec_from_file_location(
@@ -180,12 +181,7 @@ def export(workdir: str, out_path: str, config=None, command: str = "", commit: 
   G = eg3d.EG3DGenerator(gcfg, params)
   metrics = evaluate(G, num_scenes=num_scenes)
   eg3d_convert.save(G, out_path)
-  log_path = os.path.join(workdir, "metrics.jsonl")
-  first = last = None
-  if os.path.exists(log_path):
-    with open(log_path) as f:
-      lines = [json.loads(x) for x in f if x.strip()]
-    first, last = (lines[0], lines[-1]) if lines else (None, None)
+  first, last = first_and_last_logged(workdir)
   manifest = dict(
       name="toy", kind="eg3d", file=os.path.basename(out_path), config=config.to_dict(),
       generator_config=gcfg.to_json(), training_command=command, commit=commit,

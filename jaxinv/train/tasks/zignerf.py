@@ -306,6 +306,7 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "") -> 
   stage inverter writes I (its generator's config inside)."""
   import json
   from jaxinv.train import checkpoint as ckpt
+  from jaxinv.train.metrics import first_and_last_logged
   from jaxinv.train.tasks.psp_family import read_config
   config = read_config(workdir)
   gcfg = generator_config(config.model)
@@ -321,12 +322,7 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "") -> 
     save_inverter(out_path, np32(ck["params"]["I"]), gcfg,
                   tuple(cfg_get(config.inverter, "channels", (32, 64, 128, 128))),
                   int(cfg_get(config.inverter, "hidden", 256)))
-  log_path = os.path.join(workdir, "metrics.jsonl")
-  first = last = None
-  if os.path.exists(log_path):
-    with open(log_path) as f:
-      lines = [json.loads(x) for x in f if x.strip()]
-    first, last = (lines[0], lines[-1]) if lines else (None, None)
+  first, last = first_and_last_logged(workdir)
   manifest = dict(name=f"zignerf_{stage}", kind=f"zignerf_{stage}",
                   file=os.path.basename(out_path), config=config.to_dict(),
                   generator_config=gcfg.to_json(), training_command=command, commit=commit,
