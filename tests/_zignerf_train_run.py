@@ -60,6 +60,26 @@ def main():
         state_digest=_digest(a["model_state"]), resumed_state_digest=_digest(b["model_state"]),
         mid_digest=_digest(load_checkpoint(wa, step=resume_at)["params"]),
         seconds=[round(t1 - t0, 1), round(t2 - t1, 1)])
+  # Both runs exported as the shipped files are (python -m jaxinv.train.export), read back, and
+  # the inverter evaluated by the function that writes the manifest's held-out figures.
+  import numpy as np
+  from jaxinv.inversion import zignerf as zi
+  from jaxinv.models import giraffe as gm
+  from jaxinv.train.tasks import zignerf as ztask
+  gpath, ipath = os.path.join(tmp, "G.npz"), os.path.join(tmp, "I.npz")
+  ztask.export(os.path.join(tmp, "generator", "a"), gpath, evaluate=False)
+  manifest = ztask.export(os.path.join(tmp, "inverter", "a"), ipath, evaluate=False)
+  G, inverter = gm.load(gpath), zi.load_inverter(ipath)
+  trained = load_checkpoint(os.path.join(tmp, "inverter", "a"))["params"]["I"]
+  leaves = lambda t: [np.asarray(x) for x in jax.tree_util.tree_leaves(t)]  # noqa: E731
+  g_trained = load_checkpoint(os.path.join(tmp, "generator", "a"))["params"]["G"]
+  out["export"] = dict(
+      same_config=inverter[1] == G.config, steps=manifest["steps"],
+      inverter_equal=all(np.array_equal(x, y) for x, y in
+                         zip(leaves(trained), leaves(inverter[0].params))),
+      generator_equal=all(np.array_equal(x, y) for x, y in
+                          zip(leaves(g_trained), leaves(G.variables["params"]))),
+      evaluation=ztask.evaluate_inverter(G, inverter[0], num=4, world_num=2, batch=4))
   print(json.dumps(out))
 
 

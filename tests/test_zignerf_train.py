@@ -69,6 +69,20 @@ def test_inverter_stage_trains_on_generated_images_with_every_term_weighted(run)
 
 
 @pytest.mark.slow
+def test_both_stages_export_to_the_files_inference_reads(run):
+  e = run["export"]
+  assert e["same_config"] and e["steps"] == STEPS
+  assert e["inverter_equal"] and e["generator_equal"]
+  g, w = e["evaluation"]["generated_scenes"], e["evaluation"]["world_scenes"]
+  assert g["num"] == 4 and set(g["latent_l1_parts"]) == {"obj_shape", "obj_app", "bg_shape",
+                                                          "bg_app"}
+  assert 0 < g["visible_numbers"] <= 24
+  for v in (g["latent_l1"], g["latent_l1_visible"], g["input_view_psnr"], w["input_view_psnr"],
+            w["prior_mean_psnr"], w["quarter_turn_psnr"]):
+    assert np.isfinite(v), e
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["generator", "inverter"])
 def test_resume_is_bit_exact(run, stage):
   s = run[stage]

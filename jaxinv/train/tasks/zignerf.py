@@ -299,11 +299,88 @@ def _build_inverter(config) -> Task:
               preview=preview, in_domain_metric="image_l1")
 
 
+# ------------------------------------------------------------------ evaluation of an inverter
+
+VISIBLE = 0.01   # a unit change of a code number moves the world's image by >= 0.5 % of its range
+
+
+def code_visibility(z, c_world, resolution: int = 64) -> np.ndarray:
+  """Per world number j: mean |world.render(z + e_j) - world.render(z)| at the cameras
+  ``c_world`` (images in [-1, 1]). Numbers below :data:`VISIBLE` barely show in an image (the
+  world's small shape details, seen from the front), so no image encoder can read them."""
+  base = world.render(z, c_world, resolution)["image"]
+  out = []
+  for j in range(world.Z_DIM):
+    img = world.render(z.at[:, j].add(1.0), c_world, resolution)["image"]
+    out.append(float(jnp.mean(jnp.abs(img - base))))
+  return np.asarray(out)
+
+
+def evaluate_inverter(G, inverter, num: int = 64, seed: int = 11, world_num: int = 16,
+                      batch: int = 16) -> dict:
+  """An inverter on held-out scenes (never drawn in training: own keys).
+
+  ``generated``: ``num`` scenes of G at codes ~ N(0, I), turns ~ U(0, 2 pi), pitch 0: code L1
+  overall and per part, beside the prior's spread E|z| = sqrt(2 / pi) (the error of guessing the
+  mean), L1 over the numbers the world shows (:func:`code_visibility` >= :data:`VISIBLE`, on the
+  first 8 scenes at their cameras), and the input-view PSNR. ``world``: ``world_num`` world scenes
+  at turn 0, pitch 0 (key ``EVAL_SEED + 7``): input-view and quarter-turn PSNR beside the prior
+  mean's (codes, turn and pitch 0)."""
+  from jaxinv.eval import metrics
+  from jaxinv.inversion import zignerf as zi
+  key = jax.random.PRNGKey(seed)
+  codes = gm.sample_codes(key, num, G.config)
+  theta = jax.random.uniform(jax.random.fold_in(key, 1), (num, 1), minval=0, maxval=2 * math.pi)
+  c = zi.canonical_label(jnp.zeros(num))
+  err = {k: [] for k in zi.CODE_PARTS}
+  psnr = []
+  for i in range(0, num, batch):
+    part = {k: v[i:i + batch] for k, v in codes.items()}
+    image = G(part, c[i:i + batch], theta[i:i + batch])["image"]
+    res = zi.invert(G, inverter, image)
+    for k in zi.CODE_PARTS:
+      err[k].append(np.abs(np.asarray(res.codes[k]) - np.asarray(part[k])))
+    psnr += list(np.asarray(metrics.psnr(res.render()["image"], image)))
+  err = {k: np.concatenate(v) for k, v in err.items()}
+  per_number = np.asarray(codes_to_world({k: jnp.asarray(v.mean(0, keepdims=True))
+                                          for k, v in err.items()}))[0]
+  k8 = min(8, num)
+  vis = code_visibility(codes_to_world({k: v[:k8] for k, v in codes.items()}),
+                        gm.rotate_label(c[:k8], theta[:k8, 0]), G.config.img_resolution)
+  shown = vis >= VISIBLE
+  generated = dict(
+      num=num, seed=seed, prior_spread_l1=math.sqrt(2 / math.pi),
+      latent_l1=float(np.mean([v.mean() for v in err.values()])),
+      latent_l1_parts={k: float(v.mean()) for k, v in err.items()},
+      latent_l1_visible=float(per_number[shown].mean()), visible_numbers=int(shown.sum()),
+      visible_names=[n for n, s in zip(world.Z_NAMES, shown) if s],
+      input_view_psnr=float(np.mean(psnr)))
+  z = world.sample_z(jax.random.PRNGKey(EVAL_SEED + 7), world_num)
+  cw = zi.canonical_label(jnp.zeros(world_num))
+  image = world.render(z, cw, G.config.img_resolution)["image"]
+  res = zi.invert(G, inverter, image)
+  zero = res.replace(codes={k: jnp.zeros_like(v) for k, v in res.codes.items()},
+                     rotation=jnp.zeros_like(res.rotation), pitch=jnp.zeros_like(res.pitch))
+  quarter = world.render(z, gm.rotate_label(cw, jnp.full((world_num,), -math.pi / 2)),
+                         G.config.img_resolution)["image"]
+  mean_psnr = lambda a, b: float(np.mean(metrics.psnr(a, b)))  # noqa: E731
+  world_rows = dict(
+      num=world_num, seed="EVAL_SEED+7",
+      input_view_psnr=mean_psnr(res.render()["image"], image),
+      prior_mean_psnr=mean_psnr(zero.render()["image"], image),
+      quarter_turn_psnr=mean_psnr(res.render(yaw=math.pi / 2)["image"], quarter),
+      quarter_turn_prior_mean_psnr=mean_psnr(zero.render(yaw=math.pi / 2)["image"], quarter))
+  return dict(generated_scenes=generated, world_scenes=world_rows)
+
+
 # ------------------------------------------------------------------ export
 
-def export(workdir: str, out_path: str, command: str = "", commit: str = "") -> dict:
+def export(workdir: str, out_path: str, command: str = "", commit: str = "",
+           evaluate: bool = True) -> dict:
   """A stage's run -> the shipped ``.npz`` (+ ``.json`` manifest): stage generator writes G and D,
-  stage inverter writes I (its generator's config inside)."""
+  stage inverter writes I (its generator's config inside) and, with ``evaluate``, its
+  :func:`evaluate_inverter` figures as the manifest's ``heldout_metrics``."""
+  heldout = None
   import json
   from jaxinv.train import checkpoint as ckpt
   from jaxinv.train.metrics import first_and_last_logged
@@ -318,16 +395,23 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "") -> 
     gm.save(G, out_path, discriminator=np32(dict(params=ck["params"]["D"],
                                                  batch_stats=ck["model_state"]["D"])))
   else:
-    from jaxinv.inversion.zignerf import save_inverter
-    save_inverter(out_path, np32(ck["params"]["I"]), gcfg,
-                  tuple(cfg_get(config.inverter, "channels", (32, 64, 128, 128))),
-                  int(cfg_get(config.inverter, "hidden", 256)))
+    from jaxinv.inversion import zignerf as zi
+    zi.save_inverter(out_path, np32(ck["params"]["I"]), gcfg,
+                     tuple(cfg_get(config.inverter, "channels", (32, 64, 128, 128))),
+                     int(cfg_get(config.inverter, "hidden", 256)))
+    if evaluate:
+      G, _ = load_generator(str(config.generator.path), False, gcfg, discriminator(config.model),
+                            jax.random.PRNGKey(0))
+      inverter, _ = zi.load_inverter(out_path)
+      heldout = evaluate_inverter(G, inverter)
   first, last = first_and_last_logged(workdir)
   manifest = dict(name=f"zignerf_{stage}", kind=f"zignerf_{stage}",
                   file=os.path.basename(out_path), config=config.to_dict(),
                   generator_config=gcfg.to_json(), training_command=command, commit=commit,
                   steps=int(ck["step"]), first_logged=first, last_logged=last,
                   size_bytes=os.path.getsize(out_path))
+  if heldout is not None:
+    manifest["heldout_metrics"] = heldout
   with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
     json.dump(manifest, f, indent=1, default=float)
   return manifest
