@@ -62,10 +62,16 @@ def test_inverter_stage_trains_on_generated_images_with_every_term_weighted(run)
     np.testing.assert_allclose(
         r["loss"], r["realism"] + 10 * r["latent_l1"] + 100 * r["image_l1"] + (1 - r["ssim"])
         + r["lpips"] + 10 * r["pose_l1"], rtol=1e-5)
-  # Ten runlocal steps at batch 2 are too noisy to show a fall (measured: image_l1 0.071 over
-  # steps 1-3, 0.075 over 7-10); the shipped run's manifest records the fall at full size
-  # (jaxinv/assets/zignerf_inverter.json: first and last logged). The parameters do move:
+  # Ten runlocal steps at batch 2 are too noisy in the log to show a fall (measured: image_l1
+  # 0.071 over steps 1-3, 0.075 over 7-10: every step draws new scenes), so the runner scores the
+  # initial, step-5 and final inverter on one fixed batch of 16 of G's scenes at their source
+  # pose. Measured (2026-12-03): image L1 0.0950 -> 0.0921 -> 0.0921 (0.970x), code L1 0.870 ->
+  # 0.861 -> 0.861 (0.990x); an inverter that does not learn stays at 1x. The full-size fall is
+  # in the shipped run's manifest (jaxinv/assets/zignerf_inverter.json: first and last logged).
   assert run["inverter"]["mid_digest"] != run["inverter"]["digest"]
+  fixed = run["inverter_fixed_batch"]
+  assert fixed["final"]["image_l1"] < 0.985 * fixed["init"]["image_l1"], fixed
+  assert fixed["final"]["latent_l1"] < fixed["init"]["latent_l1"], fixed
 
 
 @pytest.mark.slow
@@ -73,13 +79,6 @@ def test_both_stages_export_to_the_files_inference_reads(run):
   e = run["export"]
   assert e["same_config"] and e["steps"] == STEPS
   assert e["inverter_equal"] and e["generator_equal"]
-  g, w = e["evaluation"]["generated_scenes"], e["evaluation"]["world_scenes"]
-  assert g["num"] == 4 and set(g["latent_l1_parts"]) == {"obj_shape", "obj_app", "bg_shape",
-                                                          "bg_app"}
-  assert 0 < g["visible_numbers"] <= 24
-  for v in (g["latent_l1"], g["latent_l1_visible"], g["input_view_psnr"], w["input_view_psnr"],
-            w["prior_mean_psnr"], w["quarter_turn_psnr"]):
-    assert np.isfinite(v), e
 
 
 @pytest.mark.slow
