@@ -320,12 +320,12 @@ def evaluate_inverter(G, inverter, num: int = 64, seed: int = 11, world_num: int
                       batch: int = 16) -> dict:
   """An inverter on held-out scenes (never drawn in training: own keys).
 
-  ``generated``: ``num`` scenes of G at codes ~ N(0, I), turns ~ U(0, 2 pi), pitch 0: code L1
-  overall and per part, beside the prior's spread E|z| = sqrt(2 / pi) (the error of guessing the
-  mean), L1 over the numbers the world shows (:func:`code_visibility` >= :data:`VISIBLE`, on the
-  first 8 scenes at their cameras), and the input-view PSNR. ``world``: ``world_num`` world scenes
-  at turn 0, pitch 0 (key ``EVAL_SEED + 7``): input-view and quarter-turn PSNR beside the prior
-  mean's (codes, turn and pitch 0)."""
+  ``generated_scenes``: ``num`` scenes of G at codes ~ N(0, I), turns ~ U(0, 2 pi), pitch 0:
+  code L1 overall and per part, beside the prior's spread E|z| = sqrt(2 / pi) (the error of
+  guessing the mean), L1 over the numbers the world shows (:func:`code_visibility` >=
+  :data:`VISIBLE`, on the first 8 scenes at their cameras), and the input-view PSNR.
+  ``world_scenes``: ``world_num`` world scenes at turn 0, pitch 0 (key ``EVAL_SEED + 7``):
+  input-view and quarter-turn PSNR beside the prior mean's (codes, turn and pitch 0)."""
   from jaxinv.eval import metrics
   from jaxinv.inversion import zignerf as zi
   key = jax.random.PRNGKey(seed)
