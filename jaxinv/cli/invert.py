@@ -374,7 +374,8 @@ def _zignerf_outputs(inv, outdir, args, yaws, timings, source) -> list[str]:
 
 
 def _run_zignerf(args, options, yaws, files, weights, pose_of, names, summary_path) -> int:
-  """``jaxinv invert FILES --method zignerf``: one inverter pass per batch, per-image errors kept."""
+  """``jaxinv invert FILES --method zignerf``: one inverter call per image (sizes and poses may
+  differ; the pass is milliseconds), read in --batch chunks; per-image errors are kept."""
   import jax
   from tqdm import tqdm
 
@@ -498,7 +499,8 @@ def _demo_zignerf(args, options, yaws) -> int:
     if off == 0.0:
       _save_png(out / "reconstruction.png", views[-1])
       _save_png(out / "depth.png", depth_to_uint8(pred["depth"][0]))
-  _save_png(out / "views.png", np.concatenate([np.concatenate(views, 1), np.concatenate(truths, 1)], 0))
+  _save_png(out / "views.png",
+            np.concatenate([np.concatenate(views, 1), np.concatenate(truths, 1)], 0))
   timings["views"] = time.perf_counter() - t
   written = ["input.png", "reconstruction.png", "depth.png", "views.png"]
   if args.video_frames:
