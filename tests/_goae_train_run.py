@@ -11,12 +11,10 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import sys
 import time
 
 import jax
-import numpy as np
 
 # One XLA cache for all runs of this process: the resumed runs reuse the compiled steps.
 jax.config.update("jax_compilation_cache_dir",
@@ -25,8 +23,10 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import goae as goae_config  # noqa: E402  (configs/goae.py)
+from _b1_train_run import _digest as _tree_digest, _metrics, _resume_copy  # noqa: E402
 from jaxinv.convert import eg3d as eg3d_convert  # noqa: E402
 from jaxinv.models.eg3d import tiny_eg3d  # noqa: E402
 from jaxinv.train import load_checkpoint, train_and_evaluate  # noqa: E402
@@ -53,19 +53,6 @@ def _config(stage, g_path, steps, **extra):
   return c
 
 
-def _metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
-
-
-def _tree_digest(tree):
-  h = hashlib.sha256()
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    h.update(jax.tree_util.keystr(path).encode())
-    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
-  return h.hexdigest()
-
-
 def _files_digest(root):
   h = hashlib.sha256()
   for p in sorted(pathlib.Path(root).rglob("*")):
@@ -73,17 +60,6 @@ def _files_digest(root):
       h.update(str(p.relative_to(root)).encode())
       h.update(p.read_bytes())
   return h.hexdigest()
-
-
-def _resume_copy(src, dst, step):
-  """A workdir holding only ``src``'s checkpoint at ``step`` (as if killed right after it)."""
-  ck_src, ck_dst = os.path.join(src, "checkpoints"), os.path.join(dst, "checkpoints")
-  os.makedirs(ck_dst)
-  for name in os.listdir(ck_src):
-    if name.isdigit() and int(name) != step:
-      continue
-    s, d = os.path.join(ck_src, name), os.path.join(ck_dst, name)
-    (shutil.copytree if os.path.isdir(s) else shutil.copy)(s, d)
 
 
 def _stage(stage, tmp, g_path, steps, **extra):
