@@ -202,11 +202,12 @@ def test_stage2_trains_afa_only_and_resumes_bit_exactly(runs):
   # 0.07..9), so the encoder stage 2 starts from differs between jax builds and machines, and
   # with it where l2 starts: measured 0.46 (2026-12-02), 0.097 (CI, 2026-12-02) and 0.095 (here,
   # 2026-12-03, jax 0.10.2). The loss is what the AFA is trained on: here 3.70, 1.85 at steps 1-2
-  # and 0.89, 0.96, 0.92 at 14-16 (0.33x); an AFA with no gradient sees one fixed image and
-  # stays at 1x. l2 alone need not fall (L_BG dominates the loss) but must not blow up.
+  # and 0.89, 0.96, 0.92 at 14-16 (0.33x; the floor leaves room for another start); an AFA with
+  # no gradient sees one fixed image and stays at 1x. l2 alone need not fall (L_BG dominates the
+  # loss) but must not blow up.
   assert s["final_digest"] != s["init_digest"]
   loss, l2 = _series(m, "loss"), _series(m, "l2")
-  assert loss[-3:].mean() < 0.7 * loss[:2].mean(), loss
+  assert loss[-3:].mean() < 0.85 * loss[:2].mean(), loss
   assert l2[-3:].mean() < 1.5 * l2[:2].mean(), l2
   for k in ("l2", "bg_depth", "delta_f", "loss"):
     assert k in m[-1], k
