@@ -200,6 +200,10 @@ def test_save_and_load_round_trip(models, scenes, tmp_path):
   np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
   with pytest.raises(ValueError, match="not a jaxinv ZIGNeRF inversion file"):
     zi.ZIGNeRFInversion.load(tmp_path / "foreign.npz", G)
+  with pytest.raises(ValueError, match="not a jaxinv inversion file"):   # the shared reader
+    Inversion.load(tmp_path / "foreign.npz", G)
+  with pytest.raises(FileNotFoundError, match="no such file"):
+    Inversion.load(tmp_path / "none.npz", G)
   with pytest.raises(FileNotFoundError, match="no such file"):
     zi.ZIGNeRFInversion.load(tmp_path / "none.npz", G)
   with pytest.raises(ValueError, match="end in .npz"):

@@ -326,6 +326,23 @@ def _demo(args, options, yaws) -> int:
   return 0
 
 
+def _finish(args, method, options, weights, load_s, files, results, summary_path) -> int:
+  """Writes OUT/summary.json, reports each failed image on stderr; exit code 1 if any failed."""
+  import sys
+  failed = [results[i] for i in sorted(results) if results[i]["status"] != "ok"]
+  summary = {"method": method, "options": options, "pose": args.pose, "weights": weights or "toy",
+             "load_seconds": load_s, "images": len(files), "failed": len(failed),
+             "results": [results[i] for i in sorted(results)]}
+  os.makedirs(args.outdir, exist_ok=True)
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=1, default=str)
+  print(f"inverted {len(files) - len(failed)} of {len(files)} image(s) with {method}; "
+        f"summary: {summary_path}")
+  for r in failed:
+    print(f"jaxinv invert: failed: {r['source']}: {r['error']}", file=sys.stderr)
+  return 1 if failed else 0
+
+
 # ------------------------------------------------------------------ ZIGNeRF
 
 ZIGNERF_DEMO_TURN, ZIGNERF_DEMO_PITCH = -0.3, 0.05
@@ -436,18 +453,7 @@ def _run_zignerf(args, options, yaws, files, weights, pose_of, names, summary_pa
                       "error": f"{type(e).__name__}: {e}", "seconds": timings}
       bar.update(1)
   bar.close()
-  failed = [results[i] for i in sorted(results) if results[i]["status"] != "ok"]
-  summary = {"method": "zignerf", "options": options, "pose": args.pose, "weights": w or "toy",
-             "load_seconds": load_s, "images": len(files), "failed": len(failed),
-             "results": [results[i] for i in sorted(results)]}
-  os.makedirs(args.outdir, exist_ok=True)
-  with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=1, default=str)
-  print(f"inverted {len(files) - len(failed)} of {len(files)} image(s) with zignerf; "
-        f"summary: {summary_path}")
-  for r in failed:
-    print(f"jaxinv invert: failed: {r['source']}: {r['error']}", file=__import__("sys").stderr)
-  return 1 if failed else 0
+  return _finish(args, "zignerf", options, w, load_s, files, results, summary_path)
 
 
 def _demo_zignerf(args, options, yaws) -> int:
@@ -634,15 +640,4 @@ def run(args) -> int:
                         "error": f"{type(e).__name__}: {e}", "seconds": timings}
         bar.update(1)
   bar.close()
-  failed = [results[i] for i in sorted(results) if results[i]["status"] != "ok"]
-  summary = {"method": args.method, "options": options, "pose": args.pose,
-             "weights": weights or "toy", "load_seconds": load_s, "images": len(files),
-             "failed": len(failed), "results": [results[i] for i in sorted(results)]}
-  os.makedirs(args.outdir, exist_ok=True)
-  with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=1, default=str)
-  print(f"inverted {len(files) - len(failed)} of {len(files)} image(s) with {args.method}; "
-        f"summary: {summary_path}")
-  for r in failed:
-    print(f"jaxinv invert: failed: {r['source']}: {r['error']}", file=__import__("sys").stderr)
-  return 1 if failed else 0
+  return _finish(args, args.method, options, weights, load_s, files, results, summary_path)

@@ -270,18 +270,8 @@ class Inversion:
   def load(cls, path, G=None) -> "Inversion":
     """Reads :meth:`save`'s file; ``G``: the generator (not needed for ``pti`` files, which carry
     their tuned generator)."""
-    import json
     path = os.fspath(path)
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"inversion: no such file: {path}")
-    try:
-      with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        arrays = {k: f[k] for k in f.files if k != "meta"}
-    except (KeyError, ValueError, OSError) as e:
-      raise ValueError(f"inversion: {path} is not a jaxinv inversion file: {e}") from None
-    if meta.get("format") != "jaxinv-inversion":
-      raise ValueError(f"inversion: {path} is not a jaxinv inversion file")
+    meta, arrays = read_inversion_file(path)
     if meta.get("method") == "zignerf":
       raise ValueError(f"inversion: {path} is a ZIGNeRF inversion; read it with "
                        f"jaxinv.inversion.zignerf.ZIGNeRFInversion.load")
@@ -363,6 +353,24 @@ _goae_edit_jit = jax.jit(_goae_edit_fn)
 
 
 # ----------------------------------------------------------------------------- image output
+
+def read_inversion_file(path, what: str = "jaxinv inversion") -> tuple[dict, dict]:
+  """``(meta, arrays)`` of an inversion ``.npz`` (``Inversion.save`` / ``ZIGNeRFInversion.save``):
+  no pickles; a missing file, a foreign or damaged one is a clear error naming ``path``."""
+  import json
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"inversion: no such file: {path}")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      meta = json.loads(str(f["meta"]))
+      arrays = {k: f[k] for k in f.files if k != "meta"}
+  except (KeyError, ValueError, OSError) as e:
+    raise ValueError(f"inversion: {path} is not a {what} file: {e}") from None
+  if not isinstance(meta, dict) or meta.get("format") != "jaxinv-inversion":
+    raise ValueError(f"inversion: {path} is not a {what} file")
+  return meta, arrays
+
 
 def to_uint8(images) -> np.ndarray:
   """``[..., 3]`` in [-1, 1] -> uint8 (round, clip)."""

@@ -270,19 +270,16 @@ class ZIGNeRFInversion:
   def load(cls, path, G=None) -> "ZIGNeRFInversion":
     """Reads :meth:`save`'s file. ``G``: its generator (default: the built-in world G); a
     generator of another config is refused."""
+    from jaxinv.inversion.result import read_inversion_file
     path = os.fspath(path)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f"inversion: no such file: {path}")
+    meta, arrays = read_inversion_file(path, "jaxinv ZIGNeRF inversion")
     try:
-      with np.load(path, allow_pickle=False) as f:
-        meta = json.loads(str(f["meta"]))
-        arrays = {k: f[k] for k in f.files if k != "meta"}
-      if meta.get("format") != "jaxinv-inversion" or meta.get("method") != "zignerf":
-        raise ValueError("not a ZIGNeRF inversion")
+      if meta.get("method") != "zignerf":
+        raise ValueError(f"its method is {meta.get('method')!r}")
       codes = {k: jnp.asarray(arrays[f"codes/{k}"]) for k in CODE_PARTS}
       rotation, pitch = jnp.asarray(arrays["rotation"]), jnp.asarray(arrays["pitch"])
       translation = jnp.asarray(arrays["translation"])
-    except (KeyError, ValueError, OSError, AttributeError) as e:
+    except (KeyError, ValueError) as e:
       raise ValueError(f"inversion: {path} is not a jaxinv ZIGNeRF inversion file ({e})") from None
     if G is None:
       G = gm.load(toy_path("generator"))
