@@ -380,11 +380,11 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "",
   """A stage's run -> the shipped ``.npz`` (+ ``.json`` manifest): stage generator writes G and D,
   stage inverter writes I (its generator's config inside) and, with ``evaluate``, its
   :func:`evaluate_inverter` figures as the manifest's ``heldout_metrics``."""
-  heldout = None
   import json
   from jaxinv.train import checkpoint as ckpt
   from jaxinv.train.metrics import first_and_last_logged
   from jaxinv.train.tasks.psp_family import read_config
+  heldout = None
   config = read_config(workdir)
   gcfg = generator_config(config.model)
   ck = ckpt.load_checkpoint(workdir)
