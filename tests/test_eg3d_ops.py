@@ -64,6 +64,30 @@ def test_upfirdn2d_matches_definition(up, down, pad, flip, kind):
   np.testing.assert_allclose(out, ref, atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("up,down,pad,flip", [
+    (1, 1, (1, 2, 0, -1), False), (2, 1, (2, 1, 2, 1), False), (1, 2, (1, 1, 2, 1), True),
+    (3, 2, (0, 3, -1, 2), False), (2, 3, (-1, 2, 3, 0), True)])
+@pytest.mark.parametrize("kind", ["asym2d", "standard", "separable1d"])
+def test_upfirdn2d_gradient_is_the_adjoint(up, down, pad, flip, kind):
+  # upfirdn2d's backward pass is a hand-written adjoint upfirdn2d (taps reversed, up and down
+  # swapped, its own padding): <A x, g> == <x, A^T g> with A the float64 definition, for every
+  # combination of factors, crops and asymmetric filters.
+  x = RNG.standard_normal((2, 7, 6, 3)).astype(np.float32)
+  f = {"asym2d": RNG.standard_normal((4, 3)).astype(np.float32), "standard": STANDARD_FILTER,
+       "separable1d": setup_filter([1, 2, 1], separable=True)}[kind]
+  fn = lambda v: upfirdn2d(v, f, up=up, down=down, padding=pad, gain=2.0, flip_filter=flip)
+  y, vjp = jax.vjp(fn, jnp.asarray(x))
+  g = RNG.standard_normal(y.shape).astype(np.float32)
+  (gx,) = vjp(jnp.asarray(g))
+  assert gx.shape == x.shape
+  lhs = np.sum(ref_upfirdn2d(x, f, up, down, pad, gain=2.0, flip_filter=flip) * g)
+  rhs = np.sum(np.asarray(gx, np.float64) * x)
+  np.testing.assert_allclose(rhs, lhs, rtol=1e-5, atol=1e-4)
+  # Second order (the R1 penalty differentiates a gradient): the adjoint's adjoint is A again.
+  (ggx,) = jax.vjp(lambda gg: vjp(gg)[0], jnp.asarray(g))[1](jnp.asarray(x))
+  np.testing.assert_allclose(np.asarray(ggx), np.asarray(y), atol=2e-5)
+
+
 def test_up_and_downsample_shapes_and_dc_gain():
   x = jnp.ones((1, 8, 8, 2))
   up = upsample2d(x, STANDARD_FILTER)

@@ -8,6 +8,7 @@ those into one loop, which on CPU is several times faster than a grouped convolu
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import jax
@@ -68,14 +69,14 @@ def _separate(f: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
   return None
 
 
-def _fir_axis(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
+def _fir_axis(x: jax.Array, taps, axis: int) -> jax.Array:
   """Valid correlation of ``x`` with ``taps`` along ``axis``."""
   n = x.shape[axis] - len(taps) + 1
   out = None
   for i, t in enumerate(taps):
     if t == 0:
       continue
-    term = jax.lax.slice_in_dim(x, i, i + n, axis=axis) * jnp.asarray(t, x.dtype)
+    term = jax.lax.slice_in_dim(x, i, i + n, axis=axis) * jnp.asarray(np.float32(t), x.dtype)
     out = term if out is None else out + term
   if out is None:
     shape = list(x.shape)
@@ -84,18 +85,88 @@ def _fir_axis(x: jax.Array, taps: np.ndarray, axis: int) -> jax.Array:
   return out
 
 
-def _fir_2d(x: jax.Array, f: np.ndarray) -> jax.Array:
-  """Valid 2-D correlation of ``x [B,H,W,C]`` with the 2-D filter ``f [fh, fw]``."""
-  fh, fw = f.shape
+def _fir_2d(x: jax.Array, f) -> jax.Array:
+  """Valid 2-D correlation of ``x [B,H,W,C]`` with the 2-D filter ``f [fh][fw]``."""
+  fh, fw = len(f), len(f[0])
   ho, wo = x.shape[1] - fh + 1, x.shape[2] - fw + 1
   out = None
   for i in range(fh):
     for j in range(fw):
-      if f[i, j] == 0:
+      if f[i][j] == 0:
         continue
-      term = x[:, i:i + ho, j:j + wo, :] * jnp.asarray(f[i, j], x.dtype)
+      term = x[:, i:i + ho, j:j + wo, :] * jnp.asarray(np.float32(f[i][j]), x.dtype)
       out = term if out is None else out + term
   return out if out is not None else jnp.zeros((x.shape[0], ho, wo, x.shape[3]), x.dtype)
+
+
+def _taps(a: np.ndarray) -> tuple:
+  """A float32 filter as nested tuples of its exact values (hashable: a static argument)."""
+  return tuple(_taps(r) for r in a) if a.ndim > 1 else tuple(float(v) for v in a)
+
+
+def _reverse(taps: tuple) -> tuple:
+  return tuple(_reverse(r) if isinstance(r, tuple) else r for r in taps[::-1])
+
+
+def _sizes(taps) -> tuple[int, int]:
+  """(fh, fw) of the correlation taps ``('sep', ty, tx)`` or ``('2d', rows)``."""
+  return (len(taps[1]), len(taps[2])) if taps[0] == "sep" else (len(taps[1]), len(taps[1][0]))
+
+
+def _apply(x, taps, up, down, pads):
+  """Zero insertion by ``up`` (up-1 zeros after every sample), padding ``pads`` (negative crops),
+  valid correlation with ``taps``, then every ``down``-th sample. ``up``/``down``: (y, x);
+  ``pads``: (py0, py1, px0, px1)."""
+  (upy, upx), (downy, downx), (py0, py1, px0, px1) = up, down, pads
+  pad_cfg = [(0, 0, 0), (py0, py1 + upy - 1, upy - 1), (px0, px1 + upx - 1, upx - 1), (0, 0, 0)]
+  x = jax.lax.pad(x, jnp.zeros((), x.dtype), pad_cfg)
+  if taps[0] == "sep":
+    # Each pass keeps every down-th sample of its own axis right away (the same numbers as
+    # decimating at the end): the second pass then filters half as many rows.
+    x = _fir_axis(x, taps[2], axis=2)
+    if downx > 1:
+      x = x[:, :, ::downx, :]
+    x = _fir_axis(x, taps[1], axis=1)
+    if downy > 1:
+      x = x[:, ::downy, :, :]
+    return x
+  x = _fir_2d(x, taps[1])
+  if downx > 1 or downy > 1:
+    x = x[:, ::downy, ::downx, :]
+  return x
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _upfirdn(x, taps, up, down, pads, in_hw):
+  return _apply(x, taps, up, down, pads)
+
+
+def _upfirdn_fwd(x, taps, up, down, pads, in_hw):
+  return _apply(x, taps, up, down, pads), None
+
+
+def _adjoint_pads(n: int, n_out: int, k: int, up: int, down: int, p0: int) -> tuple[int, int]:
+  """Padding of the adjoint pass along one axis. Output sample o of the forward pass reads input i
+  through tap a exactly when ``down * o + a - p0 == up * i``; zero-inserting the cotangent by
+  ``down`` and correlating with the reversed taps from ``k - 1 - p0`` samples of left padding
+  reads the same pairs at ``up * i``, and the right padding makes the pass end with input n."""
+  left = k - 1 - p0
+  right = n * up - up + 1 + k - 1 - n_out * down - left
+  return left, right
+
+
+def _upfirdn_bwd(taps, up, down, pads, in_hw, _, g):
+  # The adjoint of a linear upfirdn2d is an upfirdn2d itself (up and down swapped, taps reversed):
+  # one fused loop of shifted slices, like the forward pass, instead of the transposes of every
+  # slice (a zero-padded copy of the cotangent per tap).
+  fh, fw = _sizes(taps)
+  ly = _adjoint_pads(in_hw[0], g.shape[1], fh, up[0], down[0], pads[0])
+  lx = _adjoint_pads(in_hw[1], g.shape[2], fw, up[1], down[1], pads[2])
+  rev = (taps[0],) + tuple(_reverse(t) for t in taps[1:])
+  return (_upfirdn(g, rev, down, up, ly + lx, tuple(g.shape[1:3])),)
+
+
+_upfirdn.defvjp(_upfirdn_fwd, _upfirdn_bwd)
 
 
 def upfirdn2d(x: jax.Array, f: np.ndarray | None, up: int | Sequence[int] = 1,
@@ -115,6 +186,9 @@ def upfirdn2d(x: jax.Array, f: np.ndarray | None, up: int | Sequence[int] = 1,
 
   Returns:
     [B, H', W', C] with H' = (H * up_y + py0 + py1 - fh + down_y) // down_y (likewise W').
+
+  The gradient with respect to ``x`` is the adjoint upfirdn2d (``_upfirdn_bwd``), exact up to
+  float32 summation order.
   """
   if f is None:
     f = np.ones((1, 1), np.float32)

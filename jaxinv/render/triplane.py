@@ -1,6 +1,7 @@
 """Bilinear reads of tri-plane features at 3-D points."""
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxinv import checks
@@ -53,6 +54,28 @@ def grid_sample_bilinear(features, grid):
   return out
 
 
+@jax.custom_vjp
+def _unstack_planes(planes):
+  """``planes[:, 0], planes[:, 1], ...`` whose cotangent is ONE stack of the per-plane cotangents.
+
+  Autodiff transposes each slice into a zero-padded copy of the whole tri-plane tensor and adds
+  those copies up (on CPU, for the renderer's coarse and fine reads of a 256^2 x 96 tri-plane,
+  six full-size tensors summed and re-derived by every consumer of the gradient).
+  """
+  return tuple(planes[:, i] for i in range(planes.shape[1]))
+
+
+def _unstack_planes_fwd(planes):
+  return _unstack_planes(planes), None
+
+
+def _unstack_planes_bwd(_, cotangents):
+  return (jnp.stack(cotangents, axis=1),)
+
+
+_unstack_planes.defvjp(_unstack_planes_fwd, _unstack_planes_bwd)
+
+
 def sample_from_planes(planes, coordinates, box_warp: float, plane_axes=PLANE_AXES_EG3D):
   """Tri-plane features at world points (the official ``sample_from_planes``).
 
@@ -74,4 +97,5 @@ def sample_from_planes(planes, coordinates, box_warp: float, plane_axes=PLANE_AX
   # XLA:CPU turns the decoder's mean over the stacked axis into plain adds of the three reads; over
   # a single batched read it emits a reduction that re-derives every bilinear read inside it (about
   # 3x slower for the whole renderer).
-  return jnp.stack([grid_sample_bilinear(planes[:, i], grid[:, i]) for i in range(n_planes)], axis=1)
+  maps = _unstack_planes(planes)
+  return jnp.stack([grid_sample_bilinear(maps[i], grid[:, i]) for i in range(n_planes)], axis=1)
