@@ -85,6 +85,56 @@ def _fir_axis(x: jax.Array, taps, axis: int) -> jax.Array:
   return out
 
 
+def _fir_axis_padded(x: jax.Array, taps, axis: int, p0: int, p1: int, down: int):
+  """``_fir_axis(pad(x, p0, p1))[::down]`` along ``axis`` without the padded copy, or None.
+
+  Output ``o`` sums ``taps[a] * x[down * o + a - p0]`` over the taps that land inside ``x``. The
+  outputs all of whose taps land inside are strided slices of ``x`` itself; the few at each edge
+  are summed from single rows, and the three parts are concatenated. Same numbers as padding
+  (a zero tap term adds exactly nothing), but nothing here is a slice of a pad: XLA:CPU rewrites
+  those into one padded copy of the input per tap and materialises each (in the backward pass
+  of the EG3D backbone's skip upsampling, a 256^2 x 96 gradient copied four times per pass).
+  None when there is no such interior (tiny inputs) or a pad is negative (a crop).
+  """
+  n = x.shape[axis]
+  k = len(taps)
+  n_out = (n + p0 + p1 - k) // down + 1
+  lo = -(-p0 // down)
+  hi = (n - k + p0) // down + 1
+  if p0 < 0 or p1 < 0 or n_out <= 0 or hi <= lo:
+    return None
+
+  def rows(o0: int, o1: int):
+    """Outputs [o0, o1) from the taps that land inside x (all of them in the interior)."""
+    out = None
+    for a, t in enumerate(taps):
+      if t == 0:
+        continue
+      first = max(o0, -(-(p0 - a) // down))            # down * o + a - p0 >= 0
+      last = min(o1, (n - 1 - a + p0) // down + 1)     # down * o + a - p0 <= n - 1
+      if last <= first:
+        continue
+      start = down * first + a - p0
+      term = jax.lax.slice_in_dim(x, start, start + down * (last - first - 1) + 1, down, axis)
+      term = term * jnp.asarray(np.float32(t), x.dtype)
+      if (first, last) != (o0, o1):  # an edge output some taps miss: only single rows here
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (first - o0, o1 - last)
+        term = jnp.pad(term, pad)
+      out = term if out is None else out + term
+    if out is None:
+      shape = list(x.shape)
+      shape[axis] = o1 - o0
+      out = jnp.zeros(shape, x.dtype)
+    return out
+
+  parts = [rows(0, lo)] if lo > 0 else []
+  parts.append(rows(lo, hi))
+  if hi < n_out:
+    parts.append(rows(hi, n_out))
+  return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+
+
 def _fir_2d(x: jax.Array, f) -> jax.Array:
   """Valid 2-D correlation of ``x [B,H,W,C]`` with the 2-D filter ``f [fh][fw]``."""
   fh, fw = len(f), len(f[0])
@@ -118,6 +168,11 @@ def _apply(x, taps, up, down, pads):
   valid correlation with ``taps``, then every ``down``-th sample. ``up``/``down``: (y, x);
   ``pads``: (py0, py1, px0, px1)."""
   (upy, upx), (downy, downx), (py0, py1, px0, px1) = up, down, pads
+  if taps[0] == "sep" and upy == upx == 1:
+    y = _fir_axis_padded(x, taps[2], 2, px0, px1, downx)
+    y = None if y is None else _fir_axis_padded(y, taps[1], 1, py0, py1, downy)
+    if y is not None:
+      return y
   pad_cfg = [(0, 0, 0), (py0, py1 + upy - 1, upy - 1), (px0, px1 + upx - 1, upx - 1), (0, 0, 0)]
   x = jax.lax.pad(x, jnp.zeros((), x.dtype), pad_cfg)
   if taps[0] == "sep":
@@ -196,27 +251,18 @@ def upfirdn2d(x: jax.Array, f: np.ndarray | None, up: int | Sequence[int] = 1,
   upx, upy = (up, up) if isinstance(up, (int, np.integer)) else tuple(up)
   downx, downy = (down, down) if isinstance(down, (int, np.integer)) else tuple(down)
   px0, px1, py0, py1 = parse_padding(padding)
-  # Zero insertion leaves up-1 zeros after every sample (also the last), as a reshape+pad would.
-  pad_cfg = [(0, 0, 0), (py0, py1 + upy - 1, upy - 1), (px0, px1 + upx - 1, upx - 1), (0, 0, 0)]
-  x = jax.lax.pad(x, jnp.zeros((), x.dtype), pad_cfg)
   # A true convolution is a correlation with the flipped filter.
   if not flip_filter:
     f = f[::-1, ::-1] if f.ndim == 2 else f[::-1]
   if f.ndim == 1:
-    t = f * np.float32(gain ** 0.5)
-    x = _fir_axis(x, t, axis=2)
-    x = _fir_axis(x, t, axis=1)
+    t = _taps(f * np.float32(gain ** 0.5))
+    taps = ("sep", t, t)
   else:
     f = f * np.float32(gain)
     sep = _separate(f) if separable_fast_path else None
-    if sep is not None:
-      x = _fir_axis(x, sep[1], axis=2)
-      x = _fir_axis(x, sep[0], axis=1)
-    else:
-      x = _fir_2d(x, f)
-  if downx > 1 or downy > 1:
-    x = x[:, ::downy, ::downx, :]
-  return x
+    taps = ("sep", _taps(sep[0]), _taps(sep[1])) if sep is not None else ("2d", _taps(f))
+  return _upfirdn(x, taps, (int(upy), int(upx)), (int(downy), int(downx)),
+                  (py0, py1, px0, px1), tuple(x.shape[1:3]))
 
 
 def _filter_size(f) -> tuple[int, int]:
