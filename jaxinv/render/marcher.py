@@ -38,7 +38,10 @@ def composite(colors, densities, depths, *, white_back: bool = False, clamp_mode
   weights = interval_weights(densities, depths, clamp_mode)
   colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
   depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-  rgb = jnp.sum(weights * colors_mid, axis=-2)
+  # The weighted sum over the samples as a contraction: XLA:CPU runs this reduction over a middle
+  # axis some 25x slower as a multiply + reduce (0.23 s vs 8 ms for 16384 rays x 95 x 32).
+  rgb = jnp.einsum("bms,bmsc->bmc", weights[..., 0], colors_mid,
+                   precision=jax.lax.Precision.HIGHEST)
   weight_total = jnp.sum(weights, axis=-2)
   depth_sum = jnp.sum(weights * depths_mid, axis=-2)
   # Officially 0/0 = NaN becomes +inf; the inner where keeps the unused branch's gradient finite.
