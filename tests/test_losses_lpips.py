@@ -58,6 +58,19 @@ def test_reference_kind_and_batch_independence():
   np.testing.assert_allclose(f(a, a), 0.0, atol=1e-7)
 
 
+def test_precomputed_reference_taps_give_the_same_distance():
+  # The optimisation baselines compute a fixed image's taps once (``normalized_features``) and
+  # compare every step's image against them (``distance_between``): same value as the pair call.
+  sd, io, v, full, *_ = _setup("alex")
+  m = lp.LPIPS("alex")
+  a, b = n2(io["in0"]), n2(io["in1"])
+  na = m.apply(v, a, method=lp.LPIPS.normalized_features)
+  nb = m.apply(v, b, method=lp.LPIPS.normalized_features)
+  d = m.apply(v, na, nb, method=lp.LPIPS.distance_between)
+  np.testing.assert_allclose(d, full(v, a, b)[0], rtol=1e-5, atol=1e-7)
+  assert_encoder_close(d, io["distance"].reshape(-1), "distance")
+
+
 def test_gradient_matches_finite_differences():
   sd, io, v, *_ = _setup("alex")
   rng = np.random.default_rng(0)

@@ -113,17 +113,34 @@ def _options(cls, options: dict, what: str):
 
 @dataclasses.dataclass(frozen=True)
 class ImageLoss:
-  """``l2_weight * MSE + lpips_weight * LPIPS`` at <= 256^2; LPIPS only with ``lpips_params``."""
+  """``l2_weight * MSE + lpips_weight * LPIPS`` at <= 256^2; LPIPS only with ``lpips_params``.
+
+  The image an optimisation compares against is fixed, so its loss-resolution copy and LPIPS
+  taps are computed once (``reference``) and each step runs the LPIPS trunk on its own image only.
+  """
   net: str = "alex"
 
-  def __call__(self, lpips_params, a, b, l2_weight, lpips_weight):
-    a, b = to_loss_resolution(a), to_loss_resolution(b)
+  def reference(self, lpips_params, b):
+    """``(b at the loss resolution, its normalised LPIPS taps or None)``."""
+    b = to_loss_resolution(b)
+    if lpips_params is None:
+      return b, None
+    return b, LPIPS(self.net).apply(lpips_params, b, method=LPIPS.normalized_features)
+
+  def compare(self, lpips_params, a_ref, b_ref, l2_weight, lpips_weight):
+    """The loss between two ``reference`` values: ``(total [B], mse [B], lpips [B])``."""
+    (a, fa), (b, fb) = a_ref, b_ref
     mse = jnp.mean(jnp.square(a - b), axis=(1, 2, 3))
     if lpips_params is None:
       lp = jnp.zeros_like(mse)
     else:
-      lp = LPIPS(self.net).apply(lpips_params, a, b)
+      lp = LPIPS(self.net).apply(lpips_params, fa, fb, method=LPIPS.distance_between)
     return l2_weight * mse + lpips_weight * lp, mse, lp
+
+  def __call__(self, lpips_params, a, b_ref, l2_weight, lpips_weight):
+    """The loss of image ``a`` against the prepared ``b_ref = reference(lpips_params, b)``."""
+    return self.compare(lpips_params, self.reference(lpips_params, a), b_ref, l2_weight,
+                        lpips_weight)
 
 
 def to_loss_resolution(x):
@@ -195,6 +212,7 @@ def _project_fn(config, steps: int, loss: ImageLoss, has_lpips: bool):
   def one(params, lpips_params, opts, target, c, w_init, w_std, tie, key):
     # One image: target [S, S, 3], c [25], w_init [num_ws, 512]; tie: shared code (W) if True.
     target, c = target[None], c[None]
+    target_ref = loss.reference(lpips_params if has_lpips else None, target)
     noise0, merge = split_noise(params)
     k_noise, k_loop = jax.random.split(key)
     noise0 = [jax.random.normal(k, n.shape) for k, n in
@@ -213,8 +231,8 @@ def _project_fn(config, steps: int, loss: ImageLoss, has_lpips: bool):
       ws = codes(w) + strength * jax.random.normal(k, w.shape)
       G = EG3DGenerator(config, merge(noise))
       img = G.synthesis(ws, c)["image"]
-      total, mse, lp = loss(lpips_params if has_lpips else None, img, target, opts["l2_weight"],
-                            opts["lpips_weight"])
+      total, mse, lp = loss(lpips_params if has_lpips else None, img, target_ref,
+                            opts["l2_weight"], opts["lpips_weight"])
       return total[0] + opts["noise_weight"] * noise_regularization(noise), (mse[0], lp[0])
 
     def step(carry, i):
@@ -278,12 +296,13 @@ def _pti_fn(config, steps: int, locality: bool, loss: ImageLoss, has_lpips: bool
     opt = optax.multi_transform({"train": optax.adam(opts["lr"]), "freeze": optax.set_to_zero()},
                                 _tunable(params))
     G0 = EG3DGenerator(config, params)
-    ref_local = jax.lax.stop_gradient(G0.synthesis(ws_local, c)["image"])
+    ref_local = loss.reference(lp_params, jax.lax.stop_gradient(G0.synthesis(ws_local, c)["image"]))
+    target_ref = loss.reference(lp_params, target)
 
     def objective(p):
       G = EG3DGenerator(config, p)
       img = G.synthesis(ws, c)["image"]
-      total, mse, lp = loss(lp_params, img, target, opts["l2_weight"], opts["lpips_weight"])
+      total, mse, lp = loss(lp_params, img, target_ref, opts["l2_weight"], opts["lpips_weight"])
       value = jnp.mean(total)
       if locality:
         loc, _, _ = loss(lp_params, G.synthesis(ws_local, c)["image"], ref_local,
@@ -296,11 +315,11 @@ def _pti_fn(config, steps: int, locality: bool, loss: ImageLoss, has_lpips: bool
       (value, (mse, lp)), g = jax.value_and_grad(objective, has_aux=True)(p)
       # PTI's early stop: no more updates once LPIPS reaches the threshold (checked before a step).
       done = done | (has_lpips & (lp <= opts["lpips_threshold"]))
-      updates, new_state = opt.update(g, state, p)
+      # ``done`` never clears, so once it is set the optimiser state is never used again: only
+      # the parameters need holding (selecting the Adam moments too cost ~2 ms a step on the tiny G).
+      updates, state = opt.update(g, state, p)
       new_p = optax.apply_updates(p, updates)
-      keep = lambda new, old: jnp.where(done, old, new)
-      p = jax.tree_util.tree_map(keep, new_p, p)
-      state = jax.tree_util.tree_map(keep, new_state, state)
+      p = jax.tree_util.tree_map(lambda new, old: jnp.where(done, old, new), new_p, p)
       return (p, state, done), jnp.stack([value, mse, lp])
 
     (p, _, _), curve = jax.lax.scan(step, (params, opt.init(params), jnp.asarray(False)),
@@ -355,11 +374,12 @@ def _triplane_fn(config, steps: int, max_linesearch_steps: int, memory_size: int
     G = EG3DGenerator(config, params)
     base = jax.lax.stop_gradient(G.planes(ws))
     first = jax.lax.stop_gradient(G.render_planes(base + offsets0[None], ws, c)["image"])
+    target_ref, first_ref = loss.reference(lp_params, target), loss.reference(lp_params, first)
 
     def f(dt):
-      img = G.render_planes(base + dt[None], ws, c)["image"]
-      rec, _, _ = loss(lp_params, img, target, opts["l2_weight"], opts["lpips_weight"])
-      reg, _, _ = loss(lp_params, img, first, opts["l2_weight"], opts["lpips_weight"])
+      img = loss.reference(lp_params, G.render_planes(base + dt[None], ws, c)["image"])
+      rec, _, _ = loss.compare(lp_params, img, target_ref, opts["l2_weight"], opts["lpips_weight"])
+      reg, _, _ = loss.compare(lp_params, img, first_ref, opts["l2_weight"], opts["lpips_weight"])
       return rec[0] + opts["reg_weight"] * reg[0]
 
     value_and_grad = optax.value_and_grad_from_state(f)

@@ -159,6 +159,16 @@ class LPIPS(nn.Module):
     feats = self.features(jnp.concatenate([in0, in1], axis=0))
     return [(normalize_channels(f[:b]) - normalize_channels(f[b:])) ** 2 for f in feats]
 
+  def normalized_features(self, x):
+    """The channel-normalised taps of ``x`` in [-1, 1]: computed once for a fixed reference."""
+    return [normalize_channels(f) for f in self.features(x)]
+
+  def distance_between(self, n0, n1):
+    """``distance [B]`` from two lists of ``normalized_features`` (same value as ``__call__``)."""
+    layer = jnp.stack([jnp.mean(jnp.einsum("bhwc,c->bhw", (a - b) ** 2, w, precision=_HIGHEST),
+                                axis=(1, 2)) for a, b, w in zip(n0, n1, self.lins)], axis=1)
+    return jnp.sum(layer, axis=1)
+
   def __call__(self, in0, in1, return_per_layer: bool = False):
     maps = [jnp.einsum("bhwc,c->bhw", d, w, precision=_HIGHEST)
             for d, w in zip(self.diffs(in0, in1), self.lins)]
