@@ -18,7 +18,7 @@ from jaxinv.ops.pallas import raymarch
 from jaxinv.ops.pallas.raymarch import MLPDecoder
 from jaxinv.render import marcher, sampling
 from jaxinv.render.options import PLANE_AXES_EG3D, RenderOptions
-from jaxinv.render.triplane import sample_from_planes
+from jaxinv.render.triplane import sample_from_planes, sample_pixel_major, to_pixel_major
 
 # decoder_apply(sampled_features [B, 3, N, C], directions [B, N, 3]) -> {'rgb': [B, N, F], 'sigma': [B, N, 1]}
 DecoderApply = Callable[..., Mapping[str, jax.Array]]
@@ -47,10 +47,11 @@ def _points(origins, directions, depths):
   return coords, dirs
 
 
-def _decode(planes, decoder_apply, origins, directions, depths, options):
+def _decode(planes_hwpc, decoder_apply, origins, directions, depths, options):
   b, m, s, _ = depths.shape
   coords, dirs = _points(origins, directions, depths)
-  out = run_model(planes, decoder_apply, coords, dirs, options)
+  features = sample_pixel_major(planes_hwpc, coords, options.box_warp, options.plane_axes)
+  out = decoder_apply(features, dirs)
   rgb = out["rgb"].reshape(b, m, s, out["rgb"].shape[-1])
   sigma = out["sigma"].reshape(b, m, s, 1)
   return rgb, sigma
@@ -177,11 +178,16 @@ def render(planes, decoder_apply: DecoderApply | MLPDecoder, ray_origins, ray_di
   if ray_chunk == "auto":
     ray_chunk = auto_ray_chunk(b, m, options.depth_resolution + ni)
 
+  if fused is None:
+    # Both XLA passes read the pixel-major layout, converted once here: their gradients add up
+    # in that layout, which is the backbone's own (see ``triplane.to_pixel_major``).
+    planes_hwpc = to_pixel_major(planes)
+
   def rays_fn(args):
     o, d, us, ui = args
     if fused is not None:
       return _render_rays_fused(planes, decoder_apply, o, d, options, us, ui, fused)
-    return _render_rays(planes, decoder_apply, o, d, options, us, ui)
+    return _render_rays(planes_hwpc, decoder_apply, o, d, options, us, ui)
 
   if ray_chunk is None or ray_chunk >= m:
     rgb, depth, wsum, dmin, dmax = rays_fn((ray_origins, ray_directions, u_strat, u_imp))
@@ -253,18 +259,19 @@ def _render_rays_fused(planes, decoder, ray_origins, ray_directions, options, u_
   return rgb, depth, wsum, jnp.min(depths), jnp.max(depths)
 
 
-def _render_rays(planes, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp):
-  """Per-ray part of ``render``: (rgb, unclamped depth, weight sum, min depth, max depth)."""
+def _render_rays(planes_hwpc, decoder_apply, ray_origins, ray_directions, options, u_strat, u_imp):
+  """Per-ray part of ``render`` on ``to_pixel_major(planes)``: (rgb, unclamped depth, weight sum,
+  min depth, max depth)."""
   depths_coarse = _coarse_depths(ray_origins, ray_directions, options, u_strat)
-  colors_coarse, densities_coarse = _decode(planes, decoder_apply, ray_origins, ray_directions,
-                                            depths_coarse, options)
+  colors_coarse, densities_coarse = _decode(planes_hwpc, decoder_apply, ray_origins,
+                                            ray_directions, depths_coarse, options)
   n_importance = options.depth_resolution_importance
   if n_importance > 0:
     _, _, weights = marcher.composite(colors_coarse, densities_coarse, depths_coarse,
                                       white_back=options.white_back, clamp_mode=options.clamp_mode)
     depths_fine = sampling.sample_importance(depths_coarse, weights, n_importance, u_imp)
-    colors_fine, densities_fine = _decode(planes, decoder_apply, ray_origins, ray_directions,
-                                          depths_fine, options)
+    colors_fine, densities_fine = _decode(planes_hwpc, decoder_apply, ray_origins,
+                                          ray_directions, depths_fine, options)
     depths, colors, densities = unify_samples(depths_coarse, colors_coarse, densities_coarse,
                                               depths_fine, colors_fine, densities_fine)
   else:

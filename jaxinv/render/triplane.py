@@ -1,6 +1,8 @@
 """Bilinear reads of tri-plane features at 3-D points."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -20,6 +22,9 @@ def project_to_planes(coordinates, box_warp: float, plane_axes=PLANE_AXES_EG3D):
 
 def grid_sample_bilinear(features, grid):
   """``grid_sample`` (bilinear, zero padding, align_corners=False) of channels-last maps.
+
+  The plain read (a zero border, autodiff's gradients); ``sample_from_planes`` computes the same
+  numbers with a faster backward pass, and its tests compare against this.
 
   Args:
     features: [P, H, W, C] maps.
@@ -54,26 +59,88 @@ def grid_sample_bilinear(features, grid):
   return out
 
 
-@jax.custom_vjp
-def _unstack_planes(planes):
-  """``planes[:, 0], planes[:, 1], ...`` whose cotangent is ONE stack of the per-plane cotangents.
+def _corners(grid, h: int, w: int):
+  """The four bilinear corners of ``grid [B, N, 2]`` on an ``h x w`` map, in PyTorch's order
+  (nw, ne, sw, se): ``[(pixel index [B, N] int32, weight [B, N])]``, zero weight off the map."""
+  ix = ((grid[..., 0] + 1) * w - 1) / 2
+  iy = ((grid[..., 1] + 1) * h - 1) / 2
+  ix0 = jnp.floor(ix)
+  iy0 = jnp.floor(iy)
+  fx = ix - ix0
+  fy = iy - iy0
+  out = []
+  for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
+                         (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+    yy, xx = iy0 + dy, ix0 + dx
+    inside = (xx >= 0) & (xx <= w - 1) & (yy >= 0) & (yy <= h - 1)
+    pix = (jnp.clip(yy, 0, h - 1).astype(jnp.int32) * w + jnp.clip(xx, 0, w - 1).astype(jnp.int32))
+    out.append((pix, weight * inside.astype(weight.dtype)))
+  return out
 
-  Autodiff transposes each slice into a zero-padded copy of the whole tri-plane tensor and adds
-  those copies up (on CPU, for the renderer's coarse and fine reads of a 256^2 x 96 tri-plane,
-  six full-size tensors summed and re-derived by every consumer of the gradient).
+
+def _gather_rows(table, rows):
+  return jnp.take_along_axis(table, rows[..., None], axis=1, mode="clip")
+
+
+@functools.lru_cache(maxsize=None)
+def _packed_reader(shape, dtype):
+  """``read(packed, rows)``: ``packed [B, K, C]`` (of ``shape``) at every ``rows[p][k] [B, N]``
+  (int32, in range), as the same nesting of ``[B, N, C]`` reads. The backward pass scatter-adds
+  every read into ONE zero table, in place, where autodiff gives each read its own zero-filled
+  table and adds them up."""
+
+  @jax.custom_vjp
+  def read(packed, rows):
+    return tuple(tuple(_gather_rows(packed, r) for r in per) for per in rows)
+
+  def fwd(packed, rows):
+    return read(packed, rows), rows
+
+  def bwd(rows, cotangents):
+    add = jax.vmap(lambda t, r, v: t.at[r].add(v, mode="promise_in_bounds"))
+    table = jnp.zeros(shape, dtype)
+    for per, cts in zip(rows, cotangents):
+      for r, ct in zip(per, cts):
+        table = add(table, r, ct)
+    return table, None
+
+  read.defvjp(fwd, bwd)
+  return read
+
+
+def to_pixel_major(planes):
+  """``[B, 3, H, W, C]`` -> ``[B, H, W, 3, C]``, the layout the renderer reads.
+
+  The generator's backbone emits ``[B, H, W, 3 * C]``, of which this is a reshape: XLA folds the
+  two transposes away, so neither pass copies the tri-plane.
   """
-  return tuple(planes[:, i] for i in range(planes.shape[1]))
+  return jnp.transpose(planes, (0, 2, 3, 1, 4))
 
 
-def _unstack_planes_fwd(planes):
-  return _unstack_planes(planes), None
-
-
-def _unstack_planes_bwd(_, cotangents):
-  return (jnp.stack(cotangents, axis=1),)
-
-
-_unstack_planes.defvjp(_unstack_planes_fwd, _unstack_planes_bwd)
+def sample_pixel_major(planes_hwpc, coordinates, box_warp: float, plane_axes=PLANE_AXES_EG3D):
+  """``sample_from_planes`` of ``to_pixel_major(planes)``: ``[B, H, W, 3, C]`` -> ``[B, 3, N, C]``."""
+  b, h, w, n_planes, c = planes_hwpc.shape
+  if n_planes != len(plane_axes):
+    raise ValueError(f"planes: expected {len(plane_axes)} planes, got {n_planes} "
+                     f"(pixel-major [B, H, W, 3, C]: {planes_hwpc.shape})")
+  grid = project_to_planes(coordinates, box_warp, plane_axes)  # [B, 3, N, 2]
+  # One table of rows (pixel, plane). Corners off the map get zero weight instead of reading a
+  # zero border (no padded copy).
+  packed = planes_hwpc.reshape(b, h * w * n_planes, c)
+  corners = [_corners(grid[:, i], h, w) for i in range(n_planes)]
+  rows = tuple(tuple(pix * n_planes + i for pix, _ in corners[i]) for i in range(n_planes))
+  reads = _packed_reader(packed.shape, jnp.dtype(packed.dtype))(packed, rows)
+  # One read per plane, stacked afterwards. Same numbers as one batched read of all B*3 maps, but
+  # XLA:CPU turns the decoder's mean over the stacked axis into plain adds of the three reads; over
+  # a single batched read it emits a reduction that re-derives every bilinear read inside it (about
+  # 3x slower for the whole renderer).
+  out = []
+  for vals, cs in zip(reads, corners):
+    acc = vals[0] * cs[0][1][..., None]
+    for v, (_, wt) in zip(vals[1:], cs[1:]):
+      acc = acc + v * wt[..., None]
+    out.append(acc)
+  return jnp.stack(out, axis=1)
 
 
 def sample_from_planes(planes, coordinates, box_warp: float, plane_axes=PLANE_AXES_EG3D):
@@ -85,17 +152,15 @@ def sample_from_planes(planes, coordinates, box_warp: float, plane_axes=PLANE_AX
     box_warp: side length of the cube spanned by the planes.
     plane_axes: world axes read by each plane (default: the official XY, XZ, ZX quirk).
   Returns:
-    [B, 3, N, C] bilinear samples per plane (zero outside the cube).
+    [B, 3, N, C] bilinear samples per plane (zero outside the cube); the same numbers as
+    ``grid_sample_bilinear`` on each plane.
   """
+  check_planes(planes, coordinates, plane_axes)
+  return sample_pixel_major(to_pixel_major(planes), coordinates, box_warp, plane_axes)
+
+
+def check_planes(planes, coordinates, plane_axes=PLANE_AXES_EG3D) -> None:
   checks.check_rank(planes, "planes", 5, "[B, 3, H, W, C]")
   checks.check_shape(coordinates, "coordinates", (planes.shape[0], None, 3), "[B, N, 3]")
-  b, n_planes, h, w, c = planes.shape
-  if n_planes != len(plane_axes):
+  if planes.shape[1] != len(plane_axes):
     raise ValueError(f"planes: expected {len(plane_axes)} planes [B, 3, H, W, C], got {planes.shape}")
-  grid = project_to_planes(coordinates, box_warp, plane_axes)  # [B, 3, N, 2]
-  # One read per plane, stacked afterwards. Same numbers as one batched read of all B*3 maps, but
-  # XLA:CPU turns the decoder's mean over the stacked axis into plain adds of the three reads; over
-  # a single batched read it emits a reduction that re-derives every bilinear read inside it (about
-  # 3x slower for the whole renderer).
-  maps = _unstack_planes(planes)
-  return jnp.stack([grid_sample_bilinear(maps[i], grid[:, i]) for i in range(n_planes)], axis=1)
