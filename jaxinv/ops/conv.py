@@ -184,6 +184,44 @@ def conv2d(x, w, stride: int = 1, padding=0):
   return _conv(x, w.astype(x.dtype), int(stride), padding)
 
 
+def _channel_dot(x, w):
+  return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())), precision=HIGHEST)
+
+
+@jax.custom_vjp
+def _conv1x1(x, w):
+  return _channel_dot(x, w)
+
+
+def _conv1x1_fwd(x, w):
+  y = _channel_dot(x.value, w.value)
+  return y, (x.value if w.perturbed else None, w.value if x.perturbed else None)
+
+
+def _conv1x1_bwd(res, g):
+  x, w = res
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    return None, None
+  dx = None if w is None else jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())),
+                                                  precision=HIGHEST)
+  # Contracting the leading (pixel) axes of both operands as they lie. Autodiff's transpose of the
+  # dot instead made XLA:CPU copy the output gradient into channel-major order first: for the
+  # tri-plane ToRGB (256^2 pixels x 96 channels) that copy alone took 15 ms of a 16 ms gradient.
+  lead = tuple(range(g.ndim - 1))
+  dw = None if x is None else jax.lax.dot_general(x, g, ((lead, lead), ((), ())),
+                                                  precision=HIGHEST)
+  return dx, dw
+
+
+_conv1x1.defvjp(_conv1x1_fwd, _conv1x1_bwd, symbolic_zeros=True)
+
+
+def conv1x1(x, w):
+  """A 1x1 convolution ``[..., I] x [I, O] -> [..., O]`` as a dot over channels (fp32, HIGHEST),
+  with a kernel gradient that contracts the pixels in place."""
+  return _conv1x1(x, w.astype(x.dtype))
+
+
 def conv_transpose_stride2(x, w, pad_y: int, pad_x: int):
   """PyTorch ``conv_transpose2d(x, w^T, stride=2, padding=(pad_y, pad_x))`` for HWIO ``w``.
 

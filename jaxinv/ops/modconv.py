@@ -24,8 +24,7 @@ def _conv(x, w, stride=1, padding=((0, 0), (0, 0)), flip_weight=True):
   if w.shape[:2] == (1, 1) and stride == 1 and all(p == 0 for pair in padding for p in pair):
     # A 1x1 convolution is a matmul over channels. XLA:CPU runs few-output-channel convolutions
     # (ToRGB: 3 outputs) about 10x slower than the same contraction written as a dot.
-    return jax.lax.dot_general(x, w[0, 0].astype(x.dtype), (((3,), (0,)), ((), ())),
-                               precision=HIGHEST)
+    return conv_op.conv1x1(x, w[0, 0])
   return conv_op.conv2d(x, w.astype(x.dtype), stride, padding)
 
 
