@@ -171,6 +171,14 @@ def main(argv=None):
   return _write(a, argv, results, z_results)
 
 
+def _origin(m: dict, key: str) -> dict:
+  """The meta of the run that measured a kept table: follow ``key`` (``eg3d_meta`` /
+  ``zignerf_meta``) to its end; without it, ``m``'s own run measured it."""
+  while m.get(key):
+    m = m[key]
+  return {k: v for k, v in m.items() if k not in ("eg3d_meta", "zignerf_meta")}
+
+
 def _write(a, argv, results, z_results):
   meta = dict(scenes=a.scenes, seed=SEED, input_yaw=a.yaw, offsets=list(OFFSETS), batch=a.batch,
               command="python bench/world_novel_view.py " + " ".join(argv if argv is not None
@@ -179,15 +187,26 @@ def _write(a, argv, results, z_results):
               load_average=list(os.getloadavg()), jax=jax.__version__,
               backend=jax.default_backend())
   os.makedirs(os.path.dirname(a.out), exist_ok=True)
-  # A run of only some methods keeps the other table of an earlier run.
+  # A run of only some methods keeps the other table of an earlier run, with the meta of the run
+  # that measured it.
   old = {}
   if os.path.exists(a.out + ".json"):
     with open(a.out + ".json") as f:
       old = json.load(f)
+  old_meta = old.get("meta") or {}
   if not results and old.get("results"):
-    results, meta["eg3d_meta"] = old["results"], old.get("meta")
+    results, meta["eg3d_meta"] = old["results"], _origin(old_meta, "eg3d_meta")
+  elif results and old.get("results"):
+    # Rows of methods not re-run now are kept when they scored the same scenes from the same
+    # input camera; each kept row carries the command and load it was measured with.
+    om = _origin(old_meta, "eg3d_meta")
+    if all(om.get(k) == meta[k] for k in ("scenes", "seed", "input_yaw", "offsets")):
+      for name, r in old["results"].items():
+        if name not in results:
+          results[name] = dict(r, measured=r.get("measured") or dict(
+              command=om.get("command"), load_average=om.get("load_average")))
   if z_results is None and old.get("zignerf"):
-    z_results, meta["zignerf_meta"] = old["zignerf"], old.get("zignerf_meta") or old.get("meta")
+    z_results, meta["zignerf_meta"] = old["zignerf"], _origin(old_meta, "zignerf_meta")
   with open(a.out + ".json", "w") as f:
     json.dump(dict(meta=meta, results=results, zignerf=z_results), f, indent=1)
   em = meta.get("eg3d_meta") or meta
@@ -205,6 +224,10 @@ def _write(a, argv, results, z_results):
     lines.append(f"| {name} | {opts} | {r['seconds_per_image']:.2f} | " + " | ".join(cells) + " |")
   lines += ["", f"Command: `{(meta.get('eg3d_meta') or meta)['command']}`; s/image: the median "
             "over batches of the invert call's time / batch (the first batch includes compilation)."]
+  for name, r in results.items():
+    if r.get("measured"):
+      lines.append(f"Row `{name}` is from an earlier run, `{r['measured']['command']}` (load "
+                   f"{(r['measured'].get('load_average') or [float('nan')])[0]:.1f}).")
   if z_results:
     zm = meta.get("zignerf_meta") or meta
     lines += ["", "## ZIGNeRF (compositional GIRAFFE generator, built-in world models)", "",

@@ -150,6 +150,12 @@ def _load_weights(w, method: str):
   import dataclasses
   import os
   changes = {}
+  if w.generator is None and w.encoder is None:
+    # The built-in toy-world encoder of this method, when one ships (jaxinv/assets/toy_<m>.npz).
+    from jaxinv.convert.psp import toy_encoder_path
+    builtin = toy_encoder_path(method)
+    if builtin is not None:
+      changes["encoder"] = load_encoder(builtin)
   if w.generator is None:
     try:
       changes["generator"] = load_generator("toy")

@@ -333,3 +333,19 @@ def convert_file(src, dst, encoder_type: str | None = None) -> EncoderCheckpoint
   ck = load_checkpoint(src, encoder_type)
   save_native_encoder(dst, ck)
   return ck
+
+
+# The built-in encoders of the procedural world: method -> file in jaxinv/assets
+# (``jaxinv.train.tasks.toy_encoders`` trains, evaluates and exports them).
+TOY_ENCODERS = {"psp": "toy_psp.npz"}
+
+
+def toy_encoder_path(method: str):
+  """The built-in toy-world encoder of ``method`` (a path), or None when this install has none."""
+  import importlib.resources
+  name = TOY_ENCODERS.get(method)
+  if name is None:
+    return None
+  asset = importlib.resources.files("jaxinv") / "assets" / name
+  return os.fspath(asset) if asset.is_file() else None
+

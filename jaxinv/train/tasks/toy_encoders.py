@@ -1,0 +1,133 @@
+"""The built-in encoders of the procedural world (issue 12): held-out evaluation and export.
+
+A pSp-family run trained on the toy generator (``configs/psp.py:toy``, ...) becomes
+``jaxinv/assets/toy_<method>.npz`` (the native encoder file of ``jaxinv.load_encoder``) plus a
+``.json`` manifest: the run's config, the training command, the commit, the steps trained, the
+first and last logged losses and the metrics measured here on held-out world scenes.
+``jaxinv.invert(image, pose, method=<method>)`` with ``weights=None`` then uses it with the toy G.
+
+    python -m jaxinv.train --config configs/psp.py:toy --workdir runs/psp_toy
+    python -m jaxinv.train.tasks.toy_encoders --workdir runs/psp_toy --out jaxinv/assets/toy_psp.npz \
+        --overwrite
+
+Held-out metrics (:func:`evaluate`): scenes of ``jaxinv.eval.world_views.SEED`` (never drawn in
+training), seen at yaw 0 and pitch 0; the inversion is rendered at yaw offsets and scored against
+the world's exact render at that camera (``world_views.score_view``: PSNR, SSIM, foreground depth
+L1), beside the generator at its mean latent (the baseline the issue's targets are relative to).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinv.convert.psp import TOY_ENCODERS as FILES
+
+OFFSETS = (-0.6, 0.0, 0.6)
+
+
+def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
+             offsets=OFFSETS) -> dict:
+  """``encoder`` (path or loaded checkpoint) with the toy G on held-out scenes: per yaw offset
+  ``{psnr, ssim, depth_l1}`` of the inversion and of the mean latent, plus their input-view gap."""
+  import jaxinv
+  from jaxinv.data import world
+  from jaxinv.eval import world_views
+  G = jaxinv.load_generator("toy")
+  zs = np.asarray(world.sample_z(jax.random.PRNGKey(world_views.SEED), num_scenes))
+  zbig = world.sample_z(jax.random.PRNGKey(world_views.SEED + 1), 1000)
+  ws_avg = jnp.mean(G.mapping(zbig, world.orbit_label(np.zeros(1000))), axis=0, keepdims=True)
+  sums = {k: {f"{o:+.1f}": {} for o in offsets} for k in ("inversion", "mean_latent")}
+  for i in range(0, num_scenes, batch):
+    z = zs[i:i + batch]
+    c_in = world.orbit_label(np.zeros(len(z)))
+    image = world.render(z, c_in, resolution=G.config.img_resolution)["image"]
+    inv = jaxinv.invert(image, pose=c_in, method=method, weights=dict(encoder=encoder))
+    for o in offsets:
+      c = world.orbit_label(np.full(len(z), o))
+      for k, pred in (("inversion", inv.render(c)),
+                      ("mean_latent", G.synthesis(jnp.repeat(ws_avg, len(z), 0), c))):
+        for m, v in world_views.score_view(pred, z, c, G).items():
+          sums[k][f"{o:+.1f}"][m] = sums[k][f"{o:+.1f}"].get(m, 0.0) + float(np.sum(v))
+  out = {k: {o: {m: v / num_scenes for m, v in d.items()} for o, d in per.items()}
+         for k, per in sums.items()}
+  out["psnr_above_mean_latent_input_view"] = (out["inversion"]["+0.0"]["psnr"]
+                                              - out["mean_latent"]["+0.0"]["psnr"])
+  out.update(num_scenes=num_scenes, seed=world_views.SEED, input_yaw=0.0, pitch=0.0)
+  return out
+
+
+def export(workdir: str, out_path: str, command: str = "", commit: str = "",
+           num_scenes: int = 16) -> dict:
+  """Writes the encoder of ``workdir`` as ``out_path`` and its ``.json`` manifest."""
+  from jaxinv.train import checkpoint as ckpt
+  from jaxinv.train.metrics import first_and_last_logged
+  from jaxinv.train.tasks import psp_family
+  config = psp_family.read_config(workdir)
+  method = str(psp_family.cfg_get(config, "task", ""))
+  if method not in FILES:
+    raise ValueError(f"{workdir}: a {method!r} run; toy encoders exist for {sorted(FILES)}")
+  step = int(ckpt.load_checkpoint(workdir)["step"])
+  psp_family.export_encoder(workdir, out_path, config)
+  metrics = evaluate(method, out_path, num_scenes=num_scenes)
+  first, _ = first_and_last_logged(workdir)
+  last = _logged_at_or_before(workdir, step)
+  manifest = dict(
+      name=f"toy_{method}", kind="encoder", method=method, file=os.path.basename(out_path),
+      config=config.to_dict(), training_command=command, commit=commit, steps=step,
+      scheduled_steps=int(psp_family.cfg_get(config, "total_steps", 0)), first_logged=first,
+      last_logged=last, heldout_metrics=metrics, size_bytes=os.path.getsize(out_path))
+  with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
+    json.dump(manifest, f, indent=1, default=float)
+  return manifest
+
+
+def _logged_at_or_before(workdir: str, step: int):
+  """The last ``metrics.jsonl`` line of the exported checkpoint's step or earlier (a run may have
+  logged past the checkpoint it was stopped after)."""
+  rows = []
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(x) for x in f if x.strip()]
+  rows = [r for r in rows if int(r.get("step", 0)) <= step]
+  return rows[-1] if rows else None
+
+
+def _main(argv=None):
+  import argparse
+  import subprocess
+  import sys
+  p = argparse.ArgumentParser(description="Export a toy-world encoder run to jaxinv/assets.")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", required=True, help="e.g. jaxinv/assets/toy_psp.npz")
+  p.add_argument("--command", default=None,
+                 help="the training command recorded (default: configs/<task>.py:toy)")
+  p.add_argument("--num_scenes", type=int, default=16)
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+  a = p.parse_args(argv)
+  try:
+    if os.path.exists(a.out) and not a.overwrite:
+      raise FileExistsError(f"--out {a.out} already exists (pass --overwrite to replace it)")
+    if not os.path.isdir(a.workdir):
+      raise FileNotFoundError(f"--workdir: no such folder: {a.workdir}")
+    if not a.out.endswith(".npz"):
+      raise ValueError(f"--out: expected a .npz path, got {a.out!r}")
+    from jaxinv.train.tasks import psp_family
+    task = psp_family.cfg_get(psp_family.read_config(a.workdir), "task", "")
+    command = a.command or (f"python -m jaxinv.train --config configs/{task}.py:toy "
+                            f"--workdir {a.workdir}")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    m = export(a.workdir, os.path.abspath(a.out), command=command, commit=commit,
+               num_scenes=a.num_scenes)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(m["heldout_metrics"], indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(_main())
