@@ -21,8 +21,9 @@ The flow, from a photo to a mesh:
   4. Edit: ``jaxinv edit OUT/<name>/latents.npz --direction smile.npz --alpha 1.5 --outdir E``.
 
 Methods: encoders psp, e4e, preim3d, triplanenet, goae, nerf3de (need --encoder; goae also
---afa); optimisation baselines w, wplus, pti, triplane_opt (optional --lpips; without it they
-optimise L2 only). Without --generator the built-in toy-world generator is used.
+--afa; psp without --generator or --encoder uses the built-in toy-world encoder); optimisation
+baselines w, wplus, pti, triplane_opt (optional --lpips; without it they optimise L2 only).
+Without --generator the built-in toy-world generator is used.
 
 ZIGNeRF (``--method zignerf``) inverts into a GIRAFFE-style compositional generator, not EG3D:
 ``--generator`` / ``--encoder`` name its generator and inverter ``.npz`` (default: the built-in
