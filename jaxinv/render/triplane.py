@@ -20,6 +20,16 @@ def project_to_planes(coordinates, box_warp: float, plane_axes=PLANE_AXES_EG3D):
   return jnp.stack([scaled[..., list(axes)] for axes in plane_axes], axis=1)
 
 
+def _pixel_coords(grid, h: int, w: int):
+  """Top-left corner ``(ix0, iy0)`` and fractions ``(fx, fy)`` of ``grid [..., 2]`` on an
+  ``h x w`` map, as PyTorch computes them for align_corners=False."""
+  ix = ((grid[..., 0] + 1) * w - 1) / 2
+  iy = ((grid[..., 1] + 1) * h - 1) / 2
+  ix0 = jnp.floor(ix)
+  iy0 = jnp.floor(iy)
+  return ix0, iy0, ix - ix0, iy - iy0
+
+
 def grid_sample_bilinear(features, grid):
   """``grid_sample`` (bilinear, zero padding, align_corners=False) of channels-last maps.
 
@@ -33,13 +43,7 @@ def grid_sample_bilinear(features, grid):
     [P, N, C] samples; corners outside the map contribute zero.
   """
   p, h, w, c = features.shape
-  # Pixel coordinates of the sample, as PyTorch computes them for align_corners=False.
-  ix = ((grid[..., 0] + 1) * w - 1) / 2
-  iy = ((grid[..., 1] + 1) * h - 1) / 2
-  ix0 = jnp.floor(ix)
-  iy0 = jnp.floor(iy)
-  fx = ix - ix0
-  fy = iy - iy0
+  ix0, iy0, fx, fy = _pixel_coords(grid, h, w)
   # A one-pixel zero border lets every out-of-range corner read a zero instead of being masked:
   # corner indices are clipped into [-1, W] (resp. [-1, H]), which is the border after the shift.
   padded = jnp.pad(features, ((0, 0), (1, 1), (1, 1), (0, 0)))
@@ -62,12 +66,7 @@ def grid_sample_bilinear(features, grid):
 def _corners(grid, h: int, w: int):
   """The four bilinear corners of ``grid [B, N, 2]`` on an ``h x w`` map, in PyTorch's order
   (nw, ne, sw, se): ``[(pixel index [B, N] int32, weight [B, N])]``, zero weight off the map."""
-  ix = ((grid[..., 0] + 1) * w - 1) / 2
-  iy = ((grid[..., 1] + 1) * h - 1) / 2
-  ix0 = jnp.floor(ix)
-  iy0 = jnp.floor(iy)
-  fx = ix - ix0
-  fy = iy - iy0
+  ix0, iy0, fx, fy = _pixel_coords(grid, h, w)
   out = []
   for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
                          (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
