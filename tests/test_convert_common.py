@@ -220,3 +220,32 @@ def test_tree_check_and_native_roundtrip(tmp_path):
   path.write_bytes(path.read_bytes()[:100])
   with pytest.raises(ValueError, match="corrupt"):
     common.load_native(path)
+
+
+def test_half_storage_halves_the_bytes_and_loads_float32(tmp_path):
+  rng = np.random.default_rng(0)
+  params = {"w": rng.normal(size=(64, 64)).astype(np.float32), "step": np.arange(3),
+            "d": rng.normal(size=4)}   # float64 and int arrays are kept as they are
+  full, half = tmp_path / "full.npz", tmp_path / "half.npz"
+  common.save_native(full, "demo", {}, params)
+  common.save_native(half, "demo", {}, params, half=True)
+  assert half.stat().st_size < 0.6 * full.stat().st_size
+  _, _, back = common.load_native(half)
+  assert back["w"].dtype == np.float32 and back["d"].dtype == np.float64
+  np.testing.assert_array_equal(back["step"], params["step"])
+  np.testing.assert_array_equal(back["d"], params["d"])
+  np.testing.assert_allclose(back["w"], params["w"], rtol=1e-3, atol=1e-4)
+  assert np.any(back["w"] != params["w"])   # it really went through float16
+  with pytest.raises(ValueError, match="w: values beyond float16"):
+    common.save_native(tmp_path / "big.npz", "demo", {}, {"w": np.full(2, 1e6, np.float32)},
+                       half=True)
+  # a file whose record lists an array as float16 that is not (tampered or mis-written) is refused
+  with np.load(half) as z:
+    flat = {k: z[k] for k in z.files}
+  import json
+  meta = json.loads(bytes(flat["__jaxinv__"]).decode())
+  meta["stored_float16"].append("d")
+  flat["__jaxinv__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  np.savez(tmp_path / "bad.npz", **flat)
+  with pytest.raises(ValueError, match="d is listed as stored in float16"):
+    common.load_native(tmp_path / "bad.npz")

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-NATIVE_FORMAT_VERSION = 1
+NATIVE_FORMAT_VERSION = 2   # 2: float32 arrays may be stored as float16 (``save_native(half=True)``)
 _META_KEY = "__jaxinv__"
 _SEP = "/"
 
@@ -195,12 +195,27 @@ def jit_apply(model, variables, preprocess=None, **apply_kwargs):
 
 
 def save_native(path: str | os.PathLike, kind: str, config: Mapping[str, Any],
-                params: Mapping[str, Any]) -> None:
-  """Writes ``params`` (nested dict of arrays) and its ``config`` to one ``.npz`` file."""
+                params: Mapping[str, Any], half: bool = False) -> None:
+  """Writes ``params`` (nested dict of arrays) and its ``config`` to one ``.npz`` file.
+
+  ``half``: float32 arrays are stored as float16 (half the bytes; for the built-in models, whose
+  metrics are measured on the stored file) and :func:`load_native` returns them as float32 again.
+  Raises ``ValueError`` if a value is outside float16's range (it would be stored as inf).
+  """
   flat = {k: np.asarray(v) for k, v in flatten_tree(params).items()}
   if _META_KEY in flat:
     raise ValueError(f"parameter path {_META_KEY!r} is reserved")
-  meta = {"kind": kind, "format_version": NATIVE_FORMAT_VERSION, "config": to_plain(config)}
+  meta = {"kind": kind, "format_version": 1, "config": to_plain(config)}
+  if half:
+    halved = []
+    for k, v in flat.items():
+      if v.dtype == np.float32:
+        if np.any(np.abs(v[np.isfinite(v)]) > np.finfo(np.float16).max):
+          raise ValueError(f"{k}: values beyond float16's range; save it with half=False")
+        flat[k] = v.astype(np.float16)
+        halved.append(k)
+    # A reader of format 1 would return the float16 arrays as they are: it must refuse instead.
+    meta.update(format_version=NATIVE_FORMAT_VERSION, stored_float16=sorted(halved))
   flat[_META_KEY] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   path = os.fspath(path)
   # A fresh temporary name beside the target (never a user's file such as PATH.tmp), renamed
@@ -278,4 +293,8 @@ def load_native(path: str | os.PathLike, expect_kind: str | None = None):
     raise ValueError(f"{path}: written by a newer jaxinv (format {meta['format_version']})")
   if expect_kind is not None and meta.get("kind") != expect_kind:
     raise ValueError(f"{path}: holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}")
+  for k in meta.get("stored_float16", ()):
+    if k not in flat or flat[k].dtype != np.float16:
+      raise ValueError(f"{path}: {k} is listed as stored in float16 but is not")
+    flat[k] = flat[k].astype(np.float32)
   return meta["kind"], meta["config"], unflatten_tree(flat)

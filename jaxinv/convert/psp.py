@@ -299,15 +299,16 @@ def reference_preim3d_wplus(sd: Mapping[str, np.ndarray], n_styles: int | None =
 NATIVE_KIND = "psp_encoder"
 
 
-def save_native_encoder(path, ck: EncoderCheckpoint) -> None:
-  """Writes a converted checkpoint as a jaxinv native ``.npz`` (no pickle, nothing executable)."""
+def save_native_encoder(path, ck: EncoderCheckpoint, half: bool = False) -> None:
+  """Writes a converted checkpoint as a jaxinv native ``.npz`` (no pickle, nothing executable);
+  ``half``: float32 arrays stored as float16 (``jaxinv.convert.common.save_native``)."""
   from jaxinv.convert.common import save_native
   config = {"encoder_type": ck.encoder_type, "n_styles": ck.model.n_styles, "in_ch": ck.model.in_ch,
             **architecture(ck.model)}
   tree = {"variables": ck.variables}
   if ck.latent_avg is not None:
     tree["latent_avg"] = ck.latent_avg
-  save_native(path, NATIVE_KIND, config, tree)
+  save_native(path, NATIVE_KIND, config, tree, half=half)
 
 
 def load_native_encoder(path) -> EncoderCheckpoint:

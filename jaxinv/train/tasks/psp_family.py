@@ -287,13 +287,14 @@ def read_config(workdir: str):
     return ml_collections.ConfigDict(json.load(f))
 
 
-def export_encoder(workdir: str, out_path: str, config=None, step: int | None = None):
+def export_encoder(workdir: str, out_path: str, config=None, step: int | None = None,
+                   half: bool = False):
   """A trained pSp / e4e / PREIM3D run -> the native encoder ``.npz`` that ``jaxinv.load_encoder``
   and ``jaxinv.invert(method=..., weights={"encoder": out_path})`` read.
 
   The encoder in eval mode (BatchNorm running statistics from the checkpoint's ``model_state``)
   plus ``latent_avg`` = the generator's ``w_avg`` for every style (the task's ``ws = codes +
-  w_avg``). Returns the ``EncoderCheckpoint`` written.
+  w_avg``). ``half``: float32 arrays stored as float16. Returns the ``EncoderCheckpoint`` written.
   """
   from jaxinv.convert import psp as psp_convert
   from jaxinv.train.checkpoint import load_checkpoint
@@ -311,5 +312,5 @@ def export_encoder(workdir: str, out_path: str, config=None, step: int | None = 
   latent_avg = jnp.broadcast_to(w_avg_of(G), (G.num_ws, w_avg_of(G).shape[-1]))
   out = psp_convert.EncoderCheckpoint(ENCODER_TYPES[task], encoder, variables,
                                       jax.device_get(latent_avg), {})
-  psp_convert.save_native_encoder(out_path, out)
+  psp_convert.save_native_encoder(out_path, out, half=half)
   return out
