@@ -9,6 +9,10 @@ branch and the tri-plane offset branch on a frozen EG3D. Task: ``jaxinv/train/ta
     python -m jaxinv.train --config configs/triplanenet.py:code ...
     # CPU smoke run (tiny random EG3D, small encoders, no loss networks):
     python -m jaxinv.train --config configs/triplanenet.py:runlocal --workdir /tmp/triplanenet
+    # the built-in toy-world encoder (issue 12) on the toy G, then its asset:
+    python -m jaxinv.train --config configs/triplanenet.py:toy --workdir runs/triplanenet_toy
+    python -m jaxinv.train.tasks.toy_encoders --workdir runs/triplanenet_toy \
+        --out jaxinv/assets/toy_triplanenet.npz
 
 Paper (App. A) recipe: batch 3, Ranger lr 1e-4 for each branch, the second branch switched on at
 20K steps, both trained to 500K, then the first branch frozen and the second fine-tuned to 1.5M;
@@ -52,6 +56,22 @@ encoders (``model.size='small'``: a pooled IR-SE pSp stand-in and ``SmallOffsetE
 at 64 px, batch 1 (BatchNorm on running statistics), 50 steps with branch 2 on at 10 and branch 1
 frozen at 40, higher lr; LPIPS
 and ID are switched off with a logged notice (no weight files).
+
+``toy``: the encoder of the procedural world for the built-in toy generator (issue 12). What
+differs from the paper's recipe, and why:
+
+* generator: the toy G (``generator.path='toy'``, 128 px images, tri-planes 256^2);
+* data: images the toy G renders on device over the orbit it was trained on (yaw uniform in
+  +-1 rad, pitch in +-0.3 rad, half of them mirrored), psi 1;
+* encoders (``model.size='toy'``): pSp's branch is the toy pSp encoder's network (the 4-unit
+  IR-SE trunk, 64 px input); the offset branch is ``SmallOffsetEncoder`` (width 32) on the v1
+  input ``[y_hat, x - y_hat]`` at 64 px (``offset_input='v1'``, the form inference runs); both
+  read the 128 px images average-pooled to 64, as ``jaxinv.invert`` does;
+* losses at 128 px: L2 (branch 1) and smooth-L1 (branch 2) with the mirror term (lambda_m 0.1,
+  symmetry 1: the world's heads are symmetric in shape with occasional asymmetric details);
+  LPIPS and ArcFace weights are downloads and identity means nothing for these heads;
+* schedule: 3000 steps of batch 8, Ranger lr 1e-3 for both branches; the paper's phases scaled
+  to the run: branch 2 on at 500, branch 1 frozen at 2000 (the paper: 20K, 500K of 1.5M).
 """
 import ml_collections
 
@@ -63,9 +83,12 @@ def _parse(arg):
   for part in filter(None, (arg or "").split(",")):
     k, _, v = part.partition("=")
     out[k.strip()] = v.strip() if v else True
-  unknown = set(out) - {"runlocal", "code"}
+  unknown = set(out) - {"runlocal", "code", "toy"}
   if unknown:
-    raise ValueError(f"configs/triplanenet.py: unknown args {sorted(unknown)}; use [runlocal][,code]")
+    raise ValueError(f"configs/triplanenet.py: unknown args {sorted(unknown)}; "
+                     "use [runlocal|toy][,code]")
+  if out.get("runlocal") and out.get("toy"):
+    raise ValueError("configs/triplanenet.py: runlocal and toy are different runs; pick one")
   return out
 
 
@@ -76,11 +99,12 @@ def get_config(arg=None):
   c.runlocal = bool(args.get("runlocal", False))
   c.generator = ml_collections.ConfigDict(dict(path="", tiny_seed=0, neural_rendering_resolution=0))
   c.model = ml_collections.ConfigDict(dict(size="release", offset_input="paper",
-                                           small_widths=(16, 32), batchnorm="train"))
+                                           small_widths=(16, 32), batchnorm="train",
+                                           input_size=0))
   c.data = ml_collections.ConfigDict(dict(real=False, path="", pose_labels=""))
   c.data.synthetic = ml_collections.ConfigDict(dict(
       truncation_psi=1.0, flip_prob=0.5, yaw_std=0.25, pitch_std=0.12, conditioning="render",
-      random_render=True))
+      random_render=True, kind="gaussian", yaw_range=0.0, pitch_range=0.0))
   c.schedule = ml_collections.ConfigDict(dict(add_triplanenet=20_000, stop_psp=500_000,
                                               branch_order="paper"))
   c.losses = ml_collections.ConfigDict(dict(
@@ -123,4 +147,24 @@ def get_config(arg=None):
     c.optim.psp.lr = 1e-3
     c.optim.triplane.lr = 1e-3
     c.optim.discriminator.lr = 1e-3
+  if args.get("toy"):
+    c.generator.path = "toy"
+    c.model.size = "toy"
+    c.model.input_size = 64
+    c.model.offset_input = "v1"
+    c.model.small_widths = (32, 64)
+    c.data.synthetic.update(kind="uniform", yaw_range=1.0, pitch_range=0.3)   # radians
+    for k in ("lpips_psp", "lpips_triplane", "lpips_psp_mirror", "lpips_triplane_mirror",
+              "id_psp", "id_triplane", "id_psp_mirror", "id_triplane_mirror"):
+      c.losses[k] = 0.0
+    c.losses.loss_resolution = 128
+    c.schedule.add_triplanenet = 500
+    c.schedule.stop_psp = 2000
+    c.optim.psp.lr = 1e-3
+    c.optim.triplane.lr = 1e-3
+    c.total_steps = 3000
+    c.batch_size = 8
+    c.log_every = 25
+    c.checkpoint_every = 250
+    c.preview_every = 500
   return c

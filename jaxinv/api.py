@@ -66,11 +66,12 @@ def load_encoder(path, encoder_type: str | None = None):
     kind = common.load_native(path)[0]
     if kind == psp_convert.NATIVE_KIND:
       return psp_convert.load_native_encoder(path)
+    if kind == tpn_convert.NATIVE_KIND:
+      return tpn_convert.load_native(path)
     if kind in ("goae_encoder", "goae_afa"):
       raise ValueError(f"{path}: a GOAE {kind!r} file; GOAE needs its encoder and AFA together: "
                        "jaxinv.inversion.goae.load_goae(encoder_path, afa_path)")
-    raise ValueError(f"{path}: a native {kind!r} file, not a pSp-family encoder "
-                     "(TriPlaneNet native files: jaxinv.convert.triplanenet.load_native)")
+    raise ValueError(f"{path}: a native {kind!r} file, not a pSp-family or TriPlaneNet encoder")
   ck = torchfile.load(path)
   if isinstance(ck, dict) and any(str(k).endswith("swin_model.patch_embed.proj.weight") or
                                   str(k).endswith("cross_att_gamma.multihead_attn.in_proj_weight")

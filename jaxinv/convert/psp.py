@@ -336,9 +336,9 @@ def convert_file(src, dst, encoder_type: str | None = None) -> EncoderCheckpoint
   return ck
 
 
-# The built-in encoders of the procedural world: method -> file in jaxinv/assets
-# (``jaxinv.train.tasks.toy_encoders`` trains, evaluates and exports them).
-TOY_ENCODERS = {"psp": "toy_psp.npz"}
+# The built-in encoders of the procedural world: method -> file in jaxinv/assets, used where it
+# ships (``jaxinv.train.tasks.toy_encoders`` evaluates and exports them).
+TOY_ENCODERS = {m: f"toy_{m}.npz" for m in ("psp", "e4e", "preim3d", "triplanenet")}
 
 
 def toy_encoder_path(method: str):

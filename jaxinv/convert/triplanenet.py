@@ -92,6 +92,7 @@ class TriPlaneNetCheckpoint(NamedTuple):
   triplane_variables: dict
   decoder_state_dict: dict
   opts: dict
+  latent_avg: Any = None   # [n_styles, 512] when known (native files); else the generator's w_avg
 
 
 def load_checkpoint(path_or_obj) -> TriPlaneNetCheckpoint:
@@ -147,22 +148,65 @@ def convert_file(src, dst, eg3d_checkpoint=None) -> TriPlaneNetCheckpoint:
   Stores both encoders and, when TriPlaneNet's EG3D file is given, its ``latent_avg``. The
   generator itself is converted with ``jaxinv convert eg3d``.
   """
-  from jaxinv.convert.common import save_native
   ck = load_checkpoint(src)
-  tree = {"psp": ck.psp_variables, "triplane": ck.triplane_variables}
   if eg3d_checkpoint is not None:
-    tree["latent_avg"] = load_eg3d_checkpoint(eg3d_checkpoint, ck.psp_model.n_styles)[2]
-  save_native(dst, NATIVE_KIND, {"n_styles": ck.psp_model.n_styles,
-                                 "triplane_in_ch": ck.triplane_model.in_ch}, tree)
+    ck = ck._replace(latent_avg=load_eg3d_checkpoint(eg3d_checkpoint, ck.psp_model.n_styles)[2])
+  save_native_checkpoint(dst, ck)
   return ck
 
 
-def load_native(path):
-  """``(psp_model, triplane_model, params)`` from ``convert_file``'s output; ``params`` is the
-  ``{'psp', 'triplane', 'latent_avg'?}`` dict ``jaxinv.inversion.triplanenet.forward`` takes."""
-  from jaxinv.convert.common import load_native as _load
-  from jaxinv.models.encoders.psp import GradualStyleEncoder
+def _offset_architecture(model) -> dict:
   from jaxinv.models.encoders.triplanenet import TriPlaneEncoder
+  from jaxinv.models.encoders.triplanenet_small import SmallOffsetEncoder
+  if type(model) is TriPlaneEncoder:
+    return {"kind": "release"}
+  if type(model) is SmallOffsetEncoder:
+    return {"kind": "small", "width": int(model.width),
+            "plane_resolution": int(model.plane_resolution)}
+  raise ValueError(f"no native form for a tri-plane offset encoder of type {type(model).__name__}")
+
+
+def save_native_checkpoint(path, ck: TriPlaneNetCheckpoint, half: bool = False) -> None:
+  """Both encoders (and ``latent_avg`` when known) as a native ``.npz``; the pSp encoder may be a
+  smaller one jaxinv trained (its ``jaxinv.convert.psp.architecture``), the offset encoder the
+  release U-Net or ``SmallOffsetEncoder``. ``half``: float32 arrays stored as float16."""
+  from jaxinv.convert.common import save_native
+  from jaxinv.convert.psp import architecture
+  tree = {"psp": ck.psp_variables, "triplane": ck.triplane_variables}
+  if ck.latent_avg is not None:
+    tree["latent_avg"] = np.asarray(ck.latent_avg)
+  config = {"n_styles": int(ck.psp_model.n_styles), "triplane_in_ch": int(ck.triplane_model.in_ch),
+            "psp": architecture(ck.psp_model), "offset": _offset_architecture(ck.triplane_model)}
+  save_native(path, NATIVE_KIND, config, tree, half=half)
+
+
+def load_native(path) -> TriPlaneNetCheckpoint:
+  """What ``convert_file`` / ``save_native_checkpoint`` wrote, checked against the models it
+  describes (``decoder_state_dict`` and ``opts`` come back empty)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxinv.convert.common import load_native as _load
+  from jaxinv.convert.psp import PSP, build_encoder
+  from jaxinv.models.encoders.triplanenet import TriPlaneEncoder
+  from jaxinv.models.encoders.triplanenet_small import SmallOffsetEncoder
   _, config, tree = _load(path, expect_kind=NATIVE_KIND)
-  return (GradualStyleEncoder(n_styles=int(config["n_styles"])),
-          TriPlaneEncoder(in_ch=int(config["triplane_in_ch"])), tree)
+  arch = dict(config.get("psp") or {})
+  psp_model = build_encoder(PSP, int(config["n_styles"]), 3, units=arch.get("units"),
+                            taps=arch.get("taps"), input_size=arch.get("input_size"))
+  in_ch = int(config["triplane_in_ch"])
+  off = dict(config.get("offset") or {"kind": "release"})
+  if off.get("kind") == "release":
+    tri_model = TriPlaneEncoder(in_ch=in_ch)
+  elif off.get("kind") == "small":
+    tri_model = SmallOffsetEncoder(in_ch, int(off["width"]), int(off["plane_resolution"]))
+  else:
+    raise ValueError(f"{path}: unknown offset encoder {off.get('kind')!r}")
+  size = int(getattr(psp_model, "input_size", 256))
+  for what, model, ch in (("psp", psp_model, 3), ("triplane", tri_model, in_ch)):
+    if what not in tree:
+      raise ValueError(f"{path}: no {what!r} encoder variables")
+    template = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, ch)))
+    check_tree_matches(template, tree[what], f"{path}: {what} encoder variables")
+  return TriPlaneNetCheckpoint(psp_model, tree["psp"], tri_model, tree["triplane"], {}, {},
+                               tree.get("latent_avg"))

@@ -280,7 +280,7 @@ def _run_triplanenet(G, w, x, c, key, options):
   latent_avg = _latent_avg(getattr(enc, "latent_avg", None), G, n)
   params = {"psp": enc.psp_variables, "triplane": enc.triplane_variables, "latent_avg": latent_avg}
   fwd = _tpn_forward(enc.psp_model, enc.triplane_model)
-  out = fwd(G, params, _pool(x, PSP_RESOLUTION), c)
+  out = fwd(G, params, _pool(x, tpn.encoder_resolution(enc.psp_model)), c)
   _check_codes(out["ws"], G, "the TriPlaneNet pSp encoder")
   return Inversion(G, out["ws"], c, "triplanenet", offsets=out["offsets"], target=x)
 

@@ -43,6 +43,12 @@ def pool_to_encoder(image: jax.Array, size: int = ENCODER_RESOLUTION) -> jax.Arr
   return adaptive_avg_pool2d(image, (size, size))
 
 
+def encoder_resolution(psp_model) -> int:
+  """The input size of both encoders: the pSp model's ``input_size`` (256 for the release; the
+  smaller encoders jaxinv trains, e.g. the toy world's, read 64)."""
+  return int(getattr(psp_model, "input_size", None) or ENCODER_RESOLUTION)
+
+
 def synthesize_planes(G, ws, c, planes, *, key=None, neural_rendering_resolution=None) -> dict:
   """Renders given tri-planes ``[B, 3, H, W, C]`` with ``G``'s decoder/renderer/superresolution.
 
@@ -78,7 +84,8 @@ def forward(G, psp_model, triplane_model, params: Mapping[str, Any], x, c, *, c_
     psp_model, triplane_model: linen modules (``GradualStyleEncoder``, ``TriPlaneEncoder``) or any
       modules with the same call signatures.
     params: ``{'psp': variables, 'triplane': variables, 'latent_avg': [n_styles, 512]}``.
-    x: [B, 256, 256, 3] input images in [-1, 1].
+    x: [B, S, S, 3] input images in [-1, 1], ``S = encoder_resolution(psp_model)`` (256 for the
+      released model).
     c: [B, 25] camera labels of the inputs.
     c_render: [B, 25] camera for the final render (default ``c``).
     mirror: also render the final planes at the mirrored input camera.
@@ -86,15 +93,16 @@ def forward(G, psp_model, triplane_model, params: Mapping[str, Any], x, c, *, c_
     neural_rendering_resolution: optional override of the generator's.
 
   Returns:
-    dict with ``ws [B,n,512]``, ``y_hat_initial`` (first pass, 256^2), ``offsets`` and ``planes``
-    ``[B,3,256,256,32]``, ``y_hat`` (full-resolution image), ``y_hat_resized`` (256^2),
+    dict with ``ws [B,n,512]``, ``y_hat_initial`` (first pass, S^2), ``offsets`` and ``planes``
+    ``[B,3,256,256,32]``, ``y_hat`` (full-resolution image), ``y_hat_resized`` (S^2),
     ``depth``, and with ``mirror``: ``c_mirror``, ``y_hat_mirror``, ``y_hat_mirror_resized``.
   """
-  size = (ENCODER_RESOLUTION, ENCODER_RESOLUTION)
+  res = encoder_resolution(psp_model)
+  size = (res, res)
   if checks.is_concrete(x):
     checks.check_image(x, "x", size=size)
   else:  # under jit only the shape is known
-    checks.check_shape(x, "x", (None, *size, 3), "images [B, 256, 256, 3]")
+    checks.check_shape(x, "x", (None, *size, 3), f"images [B, {res}, {res}, 3]")
   checks.check_shape(c, "c", (x.shape[0], 25), "camera labels [B, 25]")
   if c_render is not None:
     checks.check_shape(c_render, "c_render", (x.shape[0], 25), "camera labels [B, 25]")
@@ -103,20 +111,20 @@ def forward(G, psp_model, triplane_model, params: Mapping[str, Any], x, c, *, c_
 
   ws = encode_ws(psp_model, params["psp"], params["latent_avg"], x)
   first = G.synthesis(ws, c, key=keys[0], **nrr)
-  y_hat_initial = pool_to_encoder(first["image"])
+  y_hat_initial = pool_to_encoder(first["image"], res)
 
   offsets = triplane_model.apply(params["triplane"], offset_encoder_input(x, y_hat_initial))
   ws_d = jax.lax.stop_gradient(ws)  # upstream renders the offsets with detached codes
   planes = G.planes(ws_d) + offsets
   out = synthesize_planes(G, ws_d, c if c_render is None else c_render, planes, key=keys[1], **nrr)
   result = {"ws": ws, "y_hat_initial": y_hat_initial, "offsets": offsets, "planes": planes,
-            "y_hat": out["image"], "y_hat_resized": pool_to_encoder(out["image"]),
+            "y_hat": out["image"], "y_hat_resized": pool_to_encoder(out["image"], res),
             "depth": out["image_depth"]}
   if mirror:
     cm = mirror_label(c)
     out_m = synthesize_planes(G, ws_d, cm, planes, key=keys[2], **nrr)
     result.update(c_mirror=cm, y_hat_mirror=out_m["image"],
-                  y_hat_mirror_resized=pool_to_encoder(out_m["image"]))
+                  y_hat_mirror_resized=pool_to_encoder(out_m["image"], res))
   return result
 
 

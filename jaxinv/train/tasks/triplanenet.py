@@ -72,14 +72,15 @@ def runlocal(config) -> bool:
 
 
 def load_generator(config):
-  """The frozen EG3D generator: ``config.generator.path`` or (runlocal) a tiny random one."""
+  """The frozen EG3D generator: ``config.generator.path`` (a file, or ``"toy"``: the built-in
+  toy-world G) or (runlocal) a tiny random one."""
   g = config.generator
   overrides = {}
   if get(g, "neural_rendering_resolution"):
     overrides["neural_rendering_resolution"] = int(g.neural_rendering_resolution)
   if get(g, "path"):
     from jaxinv.convert import eg3d as eg3d_convert
-    if not os.path.exists(g.path):
+    if g.path != eg3d_convert.TOY and not os.path.exists(g.path):   # "toy": the built-in G
       raise FileNotFoundError(f"config.generator.path: no such file {g.path!r}")
     return eg3d_convert.load(g.path, **overrides)
   if not runlocal(config):
@@ -161,6 +162,11 @@ def pose_distribution(config, labels):
   sc = config.data.synthetic
   if labels is not None:
     return synthetic.PoseDistribution.labels(flip_prob=float(sc.flip_prob))
+  kind = str(get(sc, "kind", "gaussian"))
+  if kind == "uniform":   # the toy world's orbit (its G was trained on it): half widths in radians
+    return synthetic.PoseDistribution(kind="uniform", yaw_range=float(sc.yaw_range),
+                                      pitch_range=float(sc.pitch_range),
+                                      flip_prob=float(sc.flip_prob))
   if not runlocal(config):
     log.warning("config.data.pose_labels is empty: cameras from EG3D's Gaussian FFHQ-like "
                 "sampler instead of FFHQ's labels")
@@ -220,20 +226,27 @@ def _models(config, G):
   m = config.model
   in_ch = {"paper": 9, "v1": 6}[m.offset_input]
   size = int(config.losses.loss_resolution)
+  planes_res = int(G.planes_resolution) if hasattr(G, "planes_resolution") else 256
+  if m.size == "toy":   # the toy world's encoders: psp's tiny trunk, 64 px inputs, losses at size
+    from jaxinv.train.tasks.psp_family import TINY_TAPS, TINY_UNITS
+    enc_size = int(get(m, "input_size", 0) or size)
+    psp = GradualStyleEncoder(n_styles=G.num_ws, input_size=enc_size, units=TINY_UNITS,
+                              taps=TINY_TAPS)
+    tri = SmallOffsetEncoder(in_ch, int(m.small_widths[0]), planes_res)
+    return psp, tri, in_ch, size, enc_size
   if m.size == "small":
     ncfg = NeRF3DEConfig(num_ws=G.num_ws, input_size=size, backbone="small",
                          small_widths=tuple(m.small_widths), small_stem=int(m.small_widths[0]))
     psp = PooledEncoder(ncfg._small_units(), ncfg.small_stem, G.num_ws, 512, 3)
-    tri = SmallOffsetEncoder(in_ch, int(m.small_widths[0]), G.planes_resolution
-                             if hasattr(G, "planes_resolution") else 256)
+    tri = SmallOffsetEncoder(in_ch, int(m.small_widths[0]), planes_res)
   elif m.size == "release":
     if size != 256:
       raise ValueError(f"model.size='release' needs losses.loss_resolution=256, got {size}")
     psp = GradualStyleEncoder(n_styles=G.num_ws, in_ch=3)
     tri = TriPlaneEncoder(in_ch=in_ch)
   else:
-    raise ValueError(f"model.size must be 'release' or 'small', got {m.size!r}")
-  return psp, tri, in_ch, size
+    raise ValueError(f"model.size must be 'release', 'small' or 'toy', got {m.size!r}")
+  return psp, tri, in_ch, size, size
 
 
 # --------------------------------------------------------------------------------- the task
@@ -250,7 +263,9 @@ def build(config) -> Task:
   G0 = load_generator(config)
   labels = pose_labels(config)
   nets = load_loss_nets(config)
-  psp_model, tri_model, in_ch, size = _models(config, G0)
+  # size: the loss resolution; enc_size: both encoders' input (smaller for the toy encoders):
+  # inputs and first-pass renders are average-pooled to it, as at inference.
+  psp_model, tri_model, in_ch, size, enc_size = _models(config, G0)
   lc, sched = config.losses, config.schedule
   add_tri, stop_psp = int(sched.add_triplanenet), int(sched.stop_psp)
   if stop_psp < add_tri:
@@ -278,14 +293,14 @@ def build(config) -> Task:
 
   def init(key):
     k1, k2, k3 = jax.random.split(key, 3)
-    psp_p, psp_c = split_variables(psp_model.init(k1, jnp.zeros((1, size, size, 3))))
-    tri_p, tri_c = split_variables(tri_model.init(k2, jnp.zeros((1, size, size, in_ch))))
+    psp_p, psp_c = split_variables(psp_model.init(k1, jnp.zeros((1, enc_size, enc_size, 3))))
+    tri_p, tri_c = split_variables(tri_model.init(k2, jnp.zeros((1, enc_size, enc_size, in_ch))))
     params = {"psp": psp_p, "triplane": tri_p}
     # BatchNorm statistics (the release IR-SE trunks) are model_state: both coaches train with
     # ``net.train()``, i.e. batch statistics, and update the running ones on every forward.
     model_state = {"psp": unfreeze(psp_c), "triplane": unfreeze(tri_c)}
     if use_stash:   # written by branch 1 each step before branch 2 reads it
-      img = jnp.zeros((batch_size, size, size, 3), jnp.float32)
+      img = jnp.zeros((batch_size, enc_size, enc_size, 3), jnp.float32)
       model_state["first_pass"] = {"ws": jnp.zeros((batch_size, G0.num_ws, G0.config.w_dim),
                                                          jnp.float32),
                                    "y0": img, **({"y0_m": img} if in_ch == 9 else {})}
@@ -310,6 +325,7 @@ def build(config) -> Task:
   def encode(params, model_state, frozen, x, train: bool):
     """``(w+, new psp model_state)``; ``train``: batch statistics (torch ``train()``)."""
     v = {"params": params["psp"], **model_state["psp"]}
+    x = pool(x, enc_size)
     if not (train and bn_train):
       return psp_model.apply(v, x) + frozen["w_avg"], model_state["psp"]
     codes, upd = psp_model.apply(v, x, mutable=list(model_state["psp"]))
@@ -354,17 +370,19 @@ def build(config) -> Task:
     return total, {"metrics": metrics, "model_state": new_ms}
 
   def first_pass(G, ws, y, y_m, batch, key):
-    """Branch 1's detached ``w+`` and renders, for branch 2 in the same step ('paper' order)."""
-    out = {"ws": ws, "y0": y}
+    """Branch 1's detached ``w+`` and renders (at the encoders' input size), for branch 2 in the
+    same step ('paper' order)."""
+    out = {"ws": ws, "y0": pool(y, enc_size)}
     if in_ch == 9:
-      out["y0_m"] = y_m if y_m is not None else render(G, ws, batch["c_m"], key)
+      out["y0_m"] = pool(y_m if y_m is not None else render(G, ws, batch["c_m"], key), enc_size)
     return jax.tree_util.tree_map(jax.lax.stop_gradient, out)
 
   def triplane_forward(params, model_state, frozen, batch, key, train: bool = True):
     """``(y, y_m, new model_state)``: branch 2's renders (``train``: BatchNorm batch statistics
     in both encoders and their running statistics updated, as the v2 coach's ``net.forward``)."""
     G = frozen["G"]
-    k0, k1, k2, k3 = jax.random.split(key, 4)
+    # key None: the renderer's deterministic samples, as at inference (preview)
+    k0, k1, k2, k3 = [None] * 4 if key is None else jax.random.split(key, 4)
     x, xm = batch["x"], batch[MIRROR]
     if train and use_stash:   # branch 1's first pass of this step (one phi forward a step)
       fp, new_psp = model_state["first_pass"], model_state["psp"]
@@ -372,8 +390,10 @@ def build(config) -> Task:
     else:
       ws, new_psp = encode(params, model_state, frozen, x, train)
       ws = jax.lax.stop_gradient(ws)   # phi gets no gradient from L_psi
-      y0 = jax.lax.stop_gradient(render(G, ws, batch["c"], k0))
-      y0_m = jax.lax.stop_gradient(render(G, ws, batch["c_m"], k1)) if in_ch == 9 else None
+      y0 = jax.lax.stop_gradient(pool(render(G, ws, batch["c"], k0), enc_size))
+      y0_m = (jax.lax.stop_gradient(pool(render(G, ws, batch["c_m"], k1), enc_size))
+              if in_ch == 9 else None)
+    x, xm = pool(x, enc_size), pool(xm, enc_size)
     parts = [y0, x - y0]
     if in_ch == 9:
       parts.append(xm - y0_m)
@@ -448,8 +468,7 @@ def build(config) -> Task:
     optimizers["discriminator"] = make_optimizer(oc.discriminator)
 
   def preview(params, model_state, frozen, batch):
-    y, y_m, _ = triplane_forward(params, model_state, frozen, batch, jax.random.PRNGKey(0),
-                                 train=False)
+    y, y_m, _ = triplane_forward(params, model_state, frozen, batch, None, train=False)
     out = {"input": batch["x"], "triplanenet": y}
     if y_m is not None:
       out["mirror_view"] = y_m
@@ -458,3 +477,36 @@ def build(config) -> Task:
   return Task(name="triplanenet", init=init, phases=tuple(phases), optimizers=optimizers,
               make_batch=make_batch, needs_real_data=real, preview=preview,
               in_domain_metric="tri_pixel")
+
+
+# ----------------------------------------------------------------------------------- export
+
+def export(workdir: str, out_path: str, config=None, step: int | None = None, half: bool = False):
+  """A TriPlaneNet run -> the native file ``jaxinv.load_encoder`` and
+  ``jaxinv.invert(method="triplanenet", weights={"encoder": out_path, ...})`` read: both encoders
+  in eval mode (BatchNorm running statistics from the checkpoint's ``model_state``) and
+  ``latent_avg`` = the generator's mean latent (the task's ``w+ = phi(x) + w_avg``). Inference
+  runs TriPlaneNet v1, so only runs with ``model.offset_input='v1'`` export. ``half``: float32
+  arrays stored as float16. Returns the ``TriPlaneNetCheckpoint`` written."""
+  from jaxinv.convert import triplanenet as tpn_convert
+  from jaxinv.train.checkpoint import load_checkpoint
+  from jaxinv.train.tasks.psp_family import read_config
+  config = read_config(workdir) if config is None else config
+  if str(get(config, "task", "")) != "triplanenet":
+    raise ValueError(f"{workdir}: a {get(config, 'task', '')!r} run, not a triplanenet one")
+  if str(config.model.offset_input) != "v1":
+    raise ValueError(f"{workdir}: model.offset_input={config.model.offset_input!r}; inference runs "
+                     "TriPlaneNet v1 (6-channel offset input), so only 'v1' runs export")
+  G = load_generator(config)
+  psp_model, tri_model, _, _, _ = _models(config, G)
+  ck = load_checkpoint(workdir, step)
+  ms = ck.get("model_state") or {}
+
+  def variables(group):
+    v = {"params": ck["params"][group], **{k: x for k, x in (ms.get(group) or {}).items()}}
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), v)
+  out = tpn_convert.TriPlaneNetCheckpoint(psp_model, variables("psp"), tri_model,
+                                          variables("triplane"), {}, {},
+                                          np.asarray(w_avg_of(G), np.float32))
+  tpn_convert.save_native_checkpoint(out_path, out, half=half)
+  return out
