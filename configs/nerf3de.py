@@ -9,6 +9,10 @@ ReStyle-like refining encoder predicting a W+ residual. Task: ``jaxinv/train/tas
         --config.losses.lpips_path=lpips_alex.npz --config.losses.arcface_path=ir_se50.npz
     # CPU smoke run (tiny random EG3D, small encoders, no loss networks):
     python -m jaxinv.train --config configs/nerf3de.py:runlocal --workdir /tmp/nerf3de
+    # the built-in toy-world encoder (issue 12) on the toy G, then its asset:
+    python -m jaxinv.train --config configs/nerf3de.py:toy --workdir runs/nerf3de_toy
+    python -m jaxinv.train.tasks.toy_encoders --workdir runs/nerf3de_toy \
+        --out jaxinv/assets/toy_nerf3de.npz
 
 Paper vs this implementation (the paper is on StyleNeRF and gives no optimiser, schedule, margin,
 weights, resolution or batch composition):
@@ -40,6 +44,20 @@ ID switched off with a logged notice (no weight files); margin from 64 samples a
 ``margin_scale=1.0``: a random tiny G's identities differ far more than its views (a random base
 encoder's codes: 0.1-0.4 apart across views, 2.5-13 across identities, measured), so the
 0.1-scale margin never binds there and the triplet term would be 0 at every step.
+
+``toy``: the encoder of the procedural world for the built-in toy generator (issue 12). What
+differs from the defaults, and why:
+
+* generator: the toy G (``generator.path='toy'``, 128 px images); identities drawn at psi 1 (the
+  world's scenes are z ~ N(0, I), rendered at psi 1), 4 identities x 2 views a batch, cameras
+  uniform over the orbit the toy G was trained on (yaw +-57.3 deg = 1 rad, pitch +-17.2 deg);
+* encoders: ``model.backbone='small'`` (three IR-SE units, widths 16 / 32 / 64) on 64 px inputs
+  (``model.input_size``; images and the render fed back to the refiner are pooled to it, as
+  inference does), losses at 128 px;
+* losses: L2 only among the image terms -- LPIPS and ArcFace weights are downloads and identity
+  means nothing for these heads; the triplet margin measured at start (0.1 x the median
+  inter-identity distance, the default);
+* schedule: 3000 steps, the base alone to 1500, then the refiner (base frozen); Ranger lr 1e-3.
 """
 import ml_collections
 
@@ -51,9 +69,11 @@ def _parse(arg):
   for part in filter(None, (arg or "").split(",")):
     k, _, v = part.partition("=")
     out[k.strip()] = v.strip() if v else True
-  unknown = set(out) - {"runlocal"}
+  unknown = set(out) - {"runlocal", "toy"}
   if unknown:
-    raise ValueError(f"configs/nerf3de.py: unknown args {sorted(unknown)}; use [runlocal]")
+    raise ValueError(f"configs/nerf3de.py: unknown args {sorted(unknown)}; use [runlocal|toy]")
+  if out.get("runlocal") and out.get("toy"):
+    raise ValueError("configs/nerf3de.py: runlocal and toy are different runs; pick one")
   return out
 
 
@@ -63,7 +83,8 @@ def get_config(arg=None):
                   checkpoint_every=10_000, preview_every=5000)
   c.runlocal = bool(args.get("runlocal", False))
   c.generator = ml_collections.ConfigDict(dict(path="", tiny_seed=0, neural_rendering_resolution=0))
-  c.model = ml_collections.ConfigDict(dict(backbone="irse50", small_widths=(16, 32)))
+  c.model = ml_collections.ConfigDict(dict(backbone="irse50", small_widths=(16, 32),
+                                           input_size=0))   # 0: losses.loss_resolution
   c.data = ml_collections.ConfigDict(dict(identities=4, views=2, truncation_psi=0.7,
                                           random_render=True))
   c.data.poses = ml_collections.ConfigDict(dict(kind="uniform", yaw_deg=35.0, pitch_deg=20.0,
@@ -94,4 +115,22 @@ def get_config(arg=None):
     c.schedule.refiner_start = 25
     c.optim.base.lr = 1e-3
     c.optim.refiner.lr = 1e-3
+  if args.get("toy"):
+    c.generator.path = "toy"
+    c.model.backbone = "small"
+    c.model.small_widths = (16, 32, 64)
+    c.model.input_size = 64
+    c.data.truncation_psi = 1.0
+    c.data.poses.update(yaw_deg=57.3, pitch_deg=17.2)
+    c.losses.lpips = 0.0
+    c.losses.id = 0.0
+    c.losses.loss_resolution = 128
+    c.schedule.refiner_start = 1500
+    c.optim.base.lr = 1e-3
+    c.optim.refiner.lr = 1e-3
+    c.total_steps = 3000
+    c.batch_size = 8
+    c.log_every = 25
+    c.checkpoint_every = 250
+    c.preview_every = 500
   return c

@@ -47,7 +47,8 @@ def load_encoder(path, encoder_type: str | None = None):
 
   Recognises pSp / e4e / PREIM3D training checkpoints (``.pt``: ``state_dict`` with ``encoder.*``,
   ``latent_avg``, ``opts``), TriPlaneNet checkpoints (``psp_encoder.*`` + ``triplanenet_encoder.*``)
-  and the native ``.npz`` files ``jaxinv.convert.psp`` / ``jaxinv.convert.triplanenet`` write.
+  and the native ``.npz`` files ``jaxinv.convert.psp`` / ``jaxinv.convert.triplanenet`` /
+  ``jaxinv.inversion.nerf3de.save`` write (jaxinv's trained runs: ``jaxinv.train.export``).
 
   Args:
     path: checkpoint file.
@@ -57,6 +58,7 @@ def load_encoder(path, encoder_type: str | None = None):
     pSp family: ``EncoderCheckpoint(encoder_type, model, variables, latent_avg, opts)``, used as
     ``ws = model.apply(variables, x) + latent_avg`` with ``x [B, 256, 256, 3]`` in [-1, 1].
     TriPlaneNet: ``TriPlaneNetCheckpoint`` (both encoders; see ``jaxinv.inversion.triplanenet``).
+    NeRF-3DE: ``(NeRF3DE, params)`` (``jaxinv.inversion.nerf3de.invert``).
   """
   from jaxinv.convert import common
   from jaxinv.convert import psp as psp_convert
@@ -68,10 +70,14 @@ def load_encoder(path, encoder_type: str | None = None):
       return psp_convert.load_native_encoder(path)
     if kind == tpn_convert.NATIVE_KIND:
       return tpn_convert.load_native(path)
+    if kind == "nerf3de":
+      from jaxinv.inversion import nerf3de
+      return nerf3de.load(path)
     if kind in ("goae_encoder", "goae_afa"):
       raise ValueError(f"{path}: a GOAE {kind!r} file; GOAE needs its encoder and AFA together: "
                        "jaxinv.inversion.goae.load_goae(encoder_path, afa_path)")
-    raise ValueError(f"{path}: a native {kind!r} file, not a pSp-family or TriPlaneNet encoder")
+    raise ValueError(f"{path}: a native {kind!r} file, not a pSp-family, TriPlaneNet or NeRF-3DE "
+                     "encoder")
   ck = torchfile.load(path)
   if isinstance(ck, dict) and any(str(k).endswith("swin_model.patch_embed.proj.weight") or
                                   str(k).endswith("cross_att_gamma.multihead_attn.in_proj_weight")
@@ -175,8 +181,6 @@ def _load_weights(w, method: str):
       if w.afa is None:
         raise ValueError("method='goae' needs weights.afa (GOAE's afa_FFHQ.pt) with weights.encoder")
       changes["encoder"] = goae.load_goae(enc, _existing(w.afa, "weights.afa"))
-    elif method == "nerf3de":
-      raise ValueError("weights.encoder: method='nerf3de' takes a loaded (NeRF3DE, params) pair")
     else:
       changes["encoder"] = load_encoder(enc, "preim3d_wplus" if method == "preim3d" else None)
   return dataclasses.replace(w, **changes) if changes else w

@@ -338,7 +338,8 @@ def convert_file(src, dst, encoder_type: str | None = None) -> EncoderCheckpoint
 
 # The built-in encoders of the procedural world: method -> file in jaxinv/assets, used where it
 # ships (``jaxinv.train.tasks.toy_encoders`` evaluates and exports them).
-TOY_ENCODERS = {m: f"toy_{m}.npz" for m in ("psp", "e4e", "preim3d", "triplanenet")}
+TOY_ENCODERS = {m: f"toy_{m}.npz" for m in ("psp", "e4e", "preim3d", "triplanenet",
+                                                   "nerf3de")}
 
 
 def toy_encoder_path(method: str):

@@ -116,3 +116,37 @@ def invert(model: NeRF3DE, params: Mapping[str, Any], G, x: jax.Array, c: jax.Ar
     images.append(out["image"])
   return {"ws": ws, "w_base": w_base, "ws_steps": ws_steps, "images": images,
           "image": out["image"], "image_resized": out["image_resized"]}
+
+
+# ------------------------------------------------------------------------------ native files
+# NeRF-3DE has no released weights: jaxinv's own runs (``jaxinv.train.export``) are stored as a
+# native ``.npz`` (``jaxinv.convert.common.save_native``: arrays + JSON config, nothing executed).
+
+NATIVE_KIND = "nerf3de"
+
+
+def save(path, model: NeRF3DE, params: Mapping[str, Any], half: bool = False) -> None:
+  """Writes ``model``'s config and ``params`` (``{'base', 'refiner', 'w_avg'}``); ``half``:
+  float32 arrays stored as float16."""
+  from jaxinv.convert.common import save_native
+  missing = {"base", "refiner", "w_avg"} - set(params)
+  if missing:
+    raise ValueError(f"NeRF-3DE params: missing {sorted(missing)}")
+  cfg = dataclasses.asdict(model.config)
+  save_native(path, NATIVE_KIND, cfg, {k: params[k] for k in ("base", "refiner", "w_avg")},
+              half=half)
+
+
+def load(path) -> tuple[NeRF3DE, dict]:
+  """``(NeRF3DE, params)`` from :func:`save`'s file, checked against the model it describes."""
+  from jaxinv.convert.common import check_tree_matches
+  from jaxinv.convert.common import load_native as _load
+  _, cfg, tree = _load(path, expect_kind=NATIVE_KIND)
+  try:
+    config = NeRF3DEConfig(**{**cfg, "small_widths": tuple(cfg.get("small_widths", ()))})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: bad NeRF-3DE config ({e})") from None
+  model = NeRF3DE.build(config)
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+  check_tree_matches(template, tree, f"{path}: NeRF-3DE parameters")
+  return model, tree

@@ -85,15 +85,26 @@ def image_terms(lc, x, y, lpips_fn, id_fn):
   return total, terms
 
 
+def build_model(config, G) -> n3.NeRF3DE:
+  """The two encoders of ``config.model`` for ``G``; their input is ``model.input_size`` (0: the
+  loss resolution)."""
+  m = config.model
+  enc_size = int(get(m, "input_size", 0) or config.losses.loss_resolution)
+  return n3.NeRF3DE.build(NeRF3DEConfig(num_ws=G.num_ws, input_size=enc_size,
+                                        backbone=str(m.backbone),
+                                        small_widths=tuple(m.small_widths),
+                                        small_stem=int(m.small_widths[0])))
+
+
 def build(config) -> Task:
   G0 = load_generator(config)
   nets = load_loss_nets(config)
   lc, sched, dc = config.losses, config.schedule, config.data
-  size = int(lc.loss_resolution)
-  m = config.model
-  ncfg = NeRF3DEConfig(num_ws=G0.num_ws, input_size=size, backbone=str(m.backbone),
-                       small_widths=tuple(m.small_widths), small_stem=int(m.small_widths[0]))
-  model = n3.NeRF3DE.build(ncfg)
+  model = build_model(config, G0)
+  ncfg = model.config
+  # size: the loss resolution; enc_size: the encoders' input (smaller for the toy encoders):
+  # images and the renders fed back to the refiner are average-pooled to it, as at inference.
+  size, enc_size = int(lc.loss_resolution), ncfg.input_size
   n_id, n_view = int(dc.identities), int(dc.views)
   if n_id * n_view != int(config.batch_size):
     raise ValueError(f"batch_size ({config.batch_size}) must be data.identities x data.views "
@@ -146,7 +157,7 @@ def build(config) -> Task:
 
     def run(params, batch, key):
       v = variables(params, frozen)
-      w = n3.encode_base(model, v, batch["x"])
+      w = n3.encode_base(model, v, pool(batch["x"], enc_size))
       terms = {"triplet": triplet.batch_triplet_loss(w, batch["identity"], margin, str(lc.mining),
                                                      bool(lc.normalize_codes)),
                "l1": triplet.latent_l1(w, batch["ws"])}
@@ -166,12 +177,12 @@ def build(config) -> Task:
   def refine(params, frozen, batch, key):
     v = variables(params, frozen)
     G = frozen["G"]
-    keys = jax.random.split(key, iters + 1)
-    x = batch["x"]
+    keys = [None] * (iters + 1) if key is None else jax.random.split(key, iters + 1)
+    x = pool(batch["x"], enc_size)
     ws = jax.lax.stop_gradient(n3.repeat_ws(n3.encode_base(model, v, x), ncfg.num_ws))
     y = jax.lax.stop_gradient(render(G, ws, batch["c"], keys[0]))
     for t in range(iters):
-      ws = n3.refine_step(model, v, x, y, jax.lax.stop_gradient(ws))
+      ws = n3.refine_step(model, v, x, pool(y, enc_size), jax.lax.stop_gradient(ws))
       y = render(G, ws, batch["c"], keys[t + 1])
     return ws, y
 
@@ -191,10 +202,34 @@ def build(config) -> Task:
                 "refiner": gated(make_optimizer(oc.refiner), start)}
 
   def preview(params, model_state, frozen, batch):
-    _, y = refine(params, frozen, batch, jax.random.PRNGKey(0))
+    _, y = refine(params, frozen, batch, None)   # deterministic renders, as at inference
     return {"input": batch["x"], "nerf3de": y}
 
   return Task(name="nerf3de", init=init,
               phases=(Phase("base", base_loss), Phase("refiner", ref_loss)),
               optimizers=optimizers, make_batch=make_batch, preview=preview,
               in_domain_metric="ref_pixel")
+
+
+def export(workdir: str, out_path: str, config=None, step: int | None = None, half: bool = False):
+  """A NeRF-3DE run -> the native file ``jaxinv.load_encoder`` and ``jaxinv.invert(method=
+  "nerf3de", weights={"encoder": out_path, ...})`` read: both encoders (their constant BatchNorm
+  statistics included) and ``w_avg`` = the generator's mean latent. ``half``: float32 arrays
+  stored as float16. Returns ``(NeRF3DE, params)``."""
+  from jaxinv.train.checkpoint import load_checkpoint
+  from jaxinv.train.tasks.psp_family import read_config
+  config = read_config(workdir) if config is None else config
+  if str(get(config, "task", "")) != "nerf3de":
+    raise ValueError(f"{workdir}: a {get(config, 'task', '')!r} run, not a nerf3de one")
+  G = load_generator(config)
+  model = build_model(config, G)
+  ck = load_checkpoint(workdir, step)
+  init = model.init(jax.random.PRNGKey(0))   # the constant (non-trained) collections
+  params = {}
+  for g in ("base", "refiner"):
+    rest = {k: v for k, v in init[g].items() if k != "params"}
+    params[g] = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32),
+                                       {"params": ck["params"][g], **rest})
+  params["w_avg"] = np.asarray(w_avg_of(G)[0], np.float32)
+  n3.save(out_path, model, params, half=half)
+  return model, params

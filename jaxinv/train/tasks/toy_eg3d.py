@@ -161,6 +161,36 @@ def evaluate(G, num_scenes: int = 16, yaws=EVAL_YAWS, pitch: float = 0.0, seed: 
               num_scenes=num_scenes, seed=seed, pitch=pitch)
 
 
+W_AVG_SAMPLES = 100_000
+
+
+def measure_w_avg(G, num: int = W_AVG_SAMPLES, seed: int = 0, chunk: int = 10_000) -> np.ndarray:
+  """The mean of ``G.mapping(z)`` (first row, psi 1) over ``num`` draws of ``z ~ N(0, I)``.
+
+  EG3D tracks ``w_avg`` while training (an EMA of the mapping's outputs, beta 0.995): the truncation
+  trick, the mean-latent start of the optimisation baselines and the encoders' ``latent_avg``
+  use it. The toy task trains without that tracker, so its export measures the mean instead.
+  """
+  fn = jax.jit(lambda z: G.mapping(z, jnp.zeros((z.shape[0], G.config.c_dim)))[:, 0])
+  total = np.zeros((G.config.w_dim,), np.float64)
+  key = jax.random.PRNGKey(seed)
+  for i in range(0, num, chunk):
+    n = min(chunk, num - i)
+    z = jax.random.normal(jax.random.fold_in(key, i), (n, G.config.z_dim))
+    total += np.asarray(jnp.sum(fn(z), axis=0), np.float64)
+  return (total / num).astype(np.float32)
+
+
+def with_w_avg(G, w_avg) -> "eg3d.EG3DGenerator":
+  """``G`` with its tracked ``w_avg`` replaced."""
+  params = jax.tree_util.tree_map(lambda x: x, G.params)
+  mapping = params["params"]["backbone"]["mapping"]
+  if mapping["w_avg"].shape != np.shape(w_avg):
+    raise ValueError(f"w_avg: expected shape {mapping['w_avg'].shape}, got {np.shape(w_avg)}")
+  mapping["w_avg"] = np.asarray(w_avg, np.float32)
+  return type(G)(G.config, params)
+
+
 def export(workdir: str, out_path: str, config=None, command: str = "", commit: str = "",
            num_scenes: int = 16) -> dict:
   """Writes the trained G of ``workdir`` as a native ``.npz`` and ``<out>.json`` manifest."""
@@ -179,6 +209,7 @@ def export(workdir: str, out_path: str, config=None, command: str = "", commit: 
   gcfg = generator_config(config.model)
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), loaded["params"]["G"])
   G = eg3d.EG3DGenerator(gcfg, params)
+  G = with_w_avg(G, measure_w_avg(G))
   metrics = evaluate(G, num_scenes=num_scenes)
   eg3d_convert.save(G, out_path)
   first, last = first_and_last_logged(workdir)

@@ -1,6 +1,6 @@
 """The built-in encoders of the procedural world (issue 12): held-out evaluation and export.
 
-A pSp-family or TriPlaneNet run trained on the toy generator (``configs/psp.py:toy``, ...) becomes
+A pSp-family, TriPlaneNet or NeRF-3DE run trained on the toy generator (``configs/psp.py:toy``, ...) becomes
 ``jaxinv/assets/toy_<method>.npz`` (the native encoder file of ``jaxinv.load_encoder``) plus a
 ``.json`` manifest: the run's config, the training command, the commit, the steps trained, the
 first and last logged losses and the metrics measured here on held-out world scenes.
@@ -73,9 +73,10 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "",
   if method not in FILES:
     raise ValueError(f"{workdir}: a {method!r} run; toy encoders exist for {sorted(FILES)}")
   step = int(ckpt.load_checkpoint(workdir, step)["step"])
-  if method == "triplanenet":
-    from jaxinv.train.tasks import triplanenet
-    triplanenet.export(workdir, out_path, config, step=step, half=half)
+  if method in ("triplanenet", "nerf3de"):
+    import importlib
+    task = importlib.import_module(f"jaxinv.train.tasks.{method}")
+    task.export(workdir, out_path, config, step=step, half=half)
   else:
     psp_family.export_encoder(workdir, out_path, config, step=step, half=half)
   metrics = evaluate(method, out_path, num_scenes=num_scenes)
