@@ -11,6 +11,13 @@ stage 2 (AFA on the frozen encoder). Task: ``jaxinv/train/tasks/goae.py``.
     python -m jaxinv.train --config configs/goae.py:stage=1,runlocal --workdir /tmp/goae1
     python -m jaxinv.train --config configs/goae.py:stage=2,runlocal --workdir /tmp/goae2 \
         --config.encoder.checkpoint=/tmp/goae1
+    # the built-in toy-world GOAE (issue 12) on the toy G, each stage then its asset:
+    python -m jaxinv.train --config configs/goae.py:stage=1,toy --workdir runs/goae_toy1
+    python -m jaxinv.train.tasks.toy_encoders --workdir runs/goae_toy1 \
+        --out jaxinv/assets/toy_goae_encoder.npz
+    python -m jaxinv.train --config configs/goae.py:stage=2,toy --workdir runs/goae_toy2
+    python -m jaxinv.train.tasks.toy_encoders --workdir runs/goae_toy2 \
+        --out jaxinv/assets/toy_goae_afa.npz
 
 Paper weights (§4.5): L2 1.0, LPIPS 0.8, ID 0.25, L_adv^E 0.05, L_BG 5.0, L_w+ 0.001, R1 gamma 10,
 L_dF 1e-4. Where the paper is silent, the released code or e4e decides (``RECIPES.md`` 1.8).
@@ -57,6 +64,22 @@ dataset: the "real" images are rendered on device by the frozen generator from r
 FFHQ-like poses (``jaxinv.data.synthetic``; a fixed bank of 32 made at start, so the CPU step
 has no generator forward); LPIPS / ID are off (logged) unless their weight
 files are given; ``D_avg`` from 8 samples; progressive stages at steps 4 / 8 / 12.
+
+``toy``: GOAE of the procedural world for the built-in toy generator (issue 12). What differs,
+and why:
+
+* generator: the toy G (``generator.path='toy'``, 128 px images); the "real" images are the toy
+  G's own, generated on device (``data.generated``; the world's scenes are z ~ N(0, I) at psi 1)
+  over the orbit it was trained on (yaw uniform in +-1 rad, pitch in +-0.3 rad);
+* networks (``model.encoder/afa='toy'``): the Swin-V2 trunk on 64 px inputs, 16 wide
+  (stages of 2 blocks), cross-attention heads 4 x 64; the AFA with 32 / 32 / 64-channel IR-SE units;
+* losses at 128 px: L2 and the paper's other weights but two: LPIPS and ArcFace weights are
+  downloads and identity means nothing for these heads; L_BG is off (``losses.bg_depth=0``): the
+  world's backdrop is a real surface inside the box, so the toy G renders every ray opaque and
+  opacity finds no background (no pixel of 8 canonical samples has weights_sum < 0.5);
+* schedule: stage 1 1500 steps (the coarse / mid / fine deltas on at 150 / 300 / 450, the
+  paper's 10K / 20K / 30K scaled), stage 2 1000 steps on the stage-1 run ``runs/goae_toy1``;
+  batch 8; Ranger lr 1e-3 for the encoder and the AFA, the latent D's Adam 2e-5.
 """
 import ml_collections
 
@@ -66,9 +89,12 @@ def _parse(arg):
   for part in filter(None, (arg or "").split(",")):
     k, _, v = part.partition("=")
     out[k.strip()] = v.strip() if v else True
-  unknown = set(out) - {"stage", "runlocal"}
+  unknown = set(out) - {"stage", "runlocal", "toy"}
   if unknown:
-    raise ValueError(f"configs/goae.py: unknown args {sorted(unknown)}; use stage=1|2[,runlocal]")
+    raise ValueError(f"configs/goae.py: unknown args {sorted(unknown)}; "
+                     "use stage=1|2[,runlocal|,toy]")
+  if out.get("runlocal") and out.get("toy"):
+    raise ValueError("configs/goae.py: runlocal and toy are different runs; pick one")
   return out
 
 
@@ -97,9 +123,11 @@ def get_config(arg=None):
 
   c.data = ml_collections.ConfigDict()
   c.data.path = ""
+  c.data.generated = False   # True: the "real" images are the frozen G's (the toy world)
   c.data.synthetic = ml_collections.ConfigDict(dict(
       yaw_std=0.25, pitch_std=0.12, flip_prob=0.0, truncation_psi=1.0, conditioning="render",
-      bank=0))   # > 0: a fixed bank of that many generated images instead of fresh ones
+      bank=0,   # > 0: a fixed bank of that many generated images instead of fresh ones
+      kind="gaussian", yaw_range=0.0, pitch_range=0.0))   # 'uniform': half widths in radians
 
   c.losses = ml_collections.ConfigDict(dict(
       l2=1.0, lpips=0.8, id=0.25, adv=0.05, bg_depth=5.0, w_delta=0.001, delta_f=1e-4,
@@ -138,4 +166,23 @@ def get_config(arg=None):
     c.optim.encoder = ml_collections.ConfigDict(dict(name="adam", lr=1e-3))
     c.optim.afa = ml_collections.ConfigDict(dict(name="adam", lr=1e-3))
     c.optim.latent_d.lr = 2e-4
+  if args.get("toy"):
+    c.generator.path = "toy"
+    c.model.encoder = "toy"
+    c.model.afa = "toy"
+    c.data.generated = True
+    c.data.synthetic.update(kind="uniform", yaw_range=1.0, pitch_range=0.3)
+    c.losses.lpips = 0.0
+    c.losses.id = 0.0
+    c.losses.loss_resolution = 128
+    c.losses.bg_depth = 0.0
+    c.progressive.stage_list = (150, 300, 450)
+    c.optim.encoder.lr = 1e-3
+    c.optim.afa.lr = 1e-3
+    c.total_steps = 1500 if stage == 1 else 1000
+    c.log_every = 25
+    c.checkpoint_every = 250
+    c.preview_every = 500
+    if stage == 2:
+      c.encoder.checkpoint = "runs/goae_toy1"
   return c

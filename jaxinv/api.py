@@ -162,7 +162,10 @@ def _load_weights(w, method: str):
     # The built-in toy-world encoder of this method, when one ships (jaxinv/assets/toy_<m>.npz).
     from jaxinv.convert.psp import toy_encoder_path
     builtin = toy_encoder_path(method)
-    if builtin is not None:
+    if builtin is not None and method == "goae":
+      from jaxinv.inversion import goae
+      changes["encoder"] = goae.load_goae(*builtin)
+    elif builtin is not None:
       changes["encoder"] = load_encoder(builtin)
   if w.generator is None:
     try:

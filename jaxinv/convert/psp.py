@@ -340,14 +340,21 @@ def convert_file(src, dst, encoder_type: str | None = None) -> EncoderCheckpoint
 # ships (``jaxinv.train.tasks.toy_encoders`` evaluates and exports them).
 TOY_ENCODERS = {m: f"toy_{m}.npz" for m in ("psp", "e4e", "preim3d", "triplanenet",
                                                    "nerf3de")}
+TOY_ENCODERS["goae"] = "toy_goae_afa.npz"    # with its stage-1 encoder:
+TOY_GOAE_ENCODER = "toy_goae_encoder.npz"
 
 
 def toy_encoder_path(method: str):
-  """The built-in toy-world encoder of ``method`` (a path), or None when this install has none."""
+  """The built-in toy-world encoder of ``method`` (a path; GOAE: ``(encoder, afa)`` paths), or None
+  when this install has none."""
   import importlib.resources
   name = TOY_ENCODERS.get(method)
   if name is None:
     return None
-  asset = importlib.resources.files("jaxinv") / "assets" / name
-  return os.fspath(asset) if asset.is_file() else None
+  names = (TOY_GOAE_ENCODER, name) if method == "goae" else (name,)
+  assets = [importlib.resources.files("jaxinv") / "assets" / n for n in names]
+  if not all(a.is_file() for a in assets):
+    return None
+  paths = tuple(os.fspath(a) for a in assets)
+  return paths if method == "goae" else paths[0]
 

@@ -58,7 +58,8 @@ LEVELS = ("base", "coarse", "mid", "fine")
 # ------------------------------------------------------------------------ model configurations
 
 def encoder_config(size: str) -> GOAEncoderConfig:
-  """``release``: GOAE's Swin-V2 encoder (swinv2.yaml); ``tiny``: a 64x64 CPU-sized one."""
+  """``release``: GOAE's Swin-V2 encoder (swinv2.yaml); ``tiny``: a 64x64 CPU-sized one;
+  ``toy``: the toy world's (64x64, a wider trunk than tiny's)."""
   if size == "release":
     return GOAEncoderConfig()
   if size == "tiny":
@@ -66,17 +67,26 @@ def encoder_config(size: str) -> GOAEncoderConfig:
         swin=SwinV2Config(img_size=64, embed_dim=8, depths=(2, 1, 1, 1), num_heads=(1, 1, 2, 2),
                           window_size=4, pretrained_window_sizes=(3, 3, 3, 2)),
         w_dim=512, ws_split=(1, 3, 3, 7), ca_heads=2, ca_ffn=16)
-  raise ValueError(f"model.encoder must be 'release' or 'tiny', got {size!r}")
+  if size == "toy":   # the toy world's: tiny's layout, a 16-wide trunk (the heads dominate)
+    return GOAEncoderConfig(
+        swin=SwinV2Config(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                          window_size=4, pretrained_window_sizes=(3, 3, 3, 2)),
+        w_dim=512, ws_split=(1, 3, 3, 7), ca_heads=4, ca_ffn=64)
+  raise ValueError(f"model.encoder must be 'release', 'tiny' or 'toy', got {size!r}")
 
 
 def afa_config(size: str, feat_dim: int) -> AFAConfig:
-  """``release``: GOAE's AFA; ``tiny``: one IR-SE unit per stage, 16/16/32 channels."""
+  """``release``: GOAE's AFA; ``tiny``: one IR-SE unit per stage, 16/16/32 channels; ``toy``:
+  32/32/64."""
   if size == "release":
     return AFAConfig(feat_dim=feat_dim)
   if size == "tiny":
     return AFAConfig(units=irse_units(((16, 1), (16, 1), (32, 1)), in_ch=16), stem=16,
                      feat_dim=feat_dim, num_heads=2, ffn_dim=16)
-  raise ValueError(f"model.afa must be 'release' or 'tiny', got {size!r}")
+  if size == "toy":
+    return AFAConfig(units=irse_units(((32, 1), (32, 1), (64, 1)), in_ch=32), stem=32,
+                     feat_dim=feat_dim, num_heads=4, ffn_dim=64)
+  raise ValueError(f"model.afa must be 'release', 'tiny' or 'toy', got {size!r}")
 
 
 class LatentDiscriminator(nn.Module):
@@ -163,7 +173,7 @@ def _load_generator(config):
     overrides["neural_rendering_resolution"] = int(g.neural_rendering_resolution)
   if g.path:
     from jaxinv.convert import eg3d as eg3d_convert
-    if not os.path.exists(g.path):
+    if g.path != eg3d_convert.TOY and not os.path.exists(g.path):   # "toy": the built-in G
       raise FileNotFoundError(f"config.generator.path: no such file {g.path!r}")
     return eg3d_convert.load(g.path, **overrides)
   if not _runlocal(config):
@@ -234,6 +244,8 @@ def _bg_terms(config, frozen, front):
   rays the average canonical sample leaves empty (fixed, cannot be escaped); ``'union'`` (default)
   = background where either says so.
   """
+  if "bg_depth_avg" not in frozen:   # losses.bg_depth = 0: no L_BG, no D_avg pass
+    return jnp.float32(0.0), jnp.float32(0.0)
   mode = _bg_mode(config)
   mask = L.background_mask(front["weights_sum"], float(config.bg_depth.mask_threshold))
   if mode != "own":
@@ -278,6 +290,8 @@ def _init_variables(module, key, *args, fast: bool = False):
 def _bg_depth_avg(config, G, key, nrr) -> dict:
   """``frozen`` entries of L_BG: ``bg_depth_avg`` (D_avg) and, unless ``bg_depth.mask='own'``,
   ``bg_mask_avg`` ``[R, R, 1]`` (the average canonical sample's background)."""
+  if float(config.losses.bg_depth) == 0:   # the term is off (e.g. the toy world: no background)
+    return {}
   v = float(_get(config.bg_depth, "value", 0.0) or 0.0)
   thr = float(config.bg_depth.mask_threshold)
   mode = _bg_mode(config)
@@ -303,8 +317,13 @@ def _bg_depth_avg(config, G, key, nrr) -> dict:
 def _synthetic_config(config, G):
   from jaxinv.data import synthetic
   s = config.data.synthetic
-  poses = synthetic.PoseDistribution(yaw_std=float(s.yaw_std), pitch_std=float(s.pitch_std),
-                                     flip_prob=float(s.flip_prob))
+  if str(_get(s, "kind", "gaussian")) == "uniform":   # half widths in radians (the toy orbit)
+    poses = synthetic.PoseDistribution(kind="uniform", yaw_range=float(s.yaw_range),
+                                       pitch_range=float(s.pitch_range),
+                                       flip_prob=float(s.flip_prob))
+  else:
+    poses = synthetic.PoseDistribution(yaw_std=float(s.yaw_std), pitch_std=float(s.pitch_std),
+                                       flip_prob=float(s.flip_prob))
   return synthetic.SyntheticConfig(poses=poses, truncation_psi=float(s.truncation_psi),
                                    conditioning=s.conditioning,
                                    neural_rendering_resolution=G.config.neural_rendering_resolution)
@@ -321,11 +340,13 @@ def _make_batch_fn(config, G):
         img = jax.image.resize(img, (img.shape[0], res, res, 3), "linear", antialias=True)
       return dict(image=img, c=jnp.asarray(host_batch["c"], jnp.float32))
     return make_batch, True
-  if not _runlocal(config):
+  generated = bool(_get(config.data, "generated", False))   # the toy world: G's images
+  if not (_runlocal(config) or generated):
     raise FileNotFoundError("config.data.path is empty: name an EG3D-format dataset, or use "
                             "the runlocal config (images generated by the frozen generator)")
-  log.warning("runlocal: no dataset; the 'real' images are generated on device by the frozen "
-              "generator (random z, FFHQ-like poses)")
+  if not generated:
+    log.warning("runlocal: no dataset; the 'real' images are generated on device by the frozen "
+                "generator (random z, FFHQ-like poses)")
   from jaxinv.data import synthetic
   scfg = _synthetic_config(config, G)
   bank = int(_get(config.data.synthetic, "bank", 0) or 0)
@@ -591,3 +612,38 @@ def build(config) -> Task:
   if stage == 2:
     return _build_stage2(config)
   raise ValueError(f"config.stage must be 1 or 2, got {stage!r}")
+
+
+# ------------------------------------------------------------------------------------- export
+
+def export(workdir: str, out_path: str, config=None, step: int | None = None, half: bool = False):
+  """A GOAE run -> the native file ``jaxinv.inversion.goae.load_goae`` reads: stage 1 writes the
+  encoder (kind ``goae_encoder``), stage 2 the AFA (``goae_afa``, its fixed BatchNorm statistics
+  included; pair it with the stage-1 encoder it was trained on, ``config.encoder``). ``half``:
+  float32 arrays stored as float16. Returns ``(config dataclass, variables)``."""
+  from jaxinv.convert import common
+  from jaxinv.convert import goae as convert_goae
+  from jaxinv.train.checkpoint import load_checkpoint
+  from jaxinv.train.tasks.psp_family import read_config
+  config = read_config(workdir) if config is None else config
+  if str(_get(config, "task", "")) != "goae":
+    raise ValueError(f"{workdir}: a {_get(config, 'task', '')!r} run, not a goae one")
+  ck = load_checkpoint(workdir, step)
+  f32 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), t)  # noqa: E731
+  if int(config.stage) == 1:
+    cfg, kind = encoder_config(config.model.encoder), convert_goae.ENCODER_KIND
+    variables = f32(ck["params"]["encoder"])
+  else:
+    G = _load_generator(config)
+    cfg, kind = afa_config(config.model.afa, gi._feature_channels(G)), convert_goae.AFA_KIND
+    img = jnp.zeros((1, G.config.img_resolution, G.config.img_resolution, 3))
+    fm = jnp.zeros((1, gi.SPLIT_RESOLUTION, gi.SPLIT_RESOLUTION, cfg.feat_dim))
+    # The AFA's BatchNorm statistics are fixed (they live in ``frozen``, never in a checkpoint):
+    # those of its initialisation, rebuilt as ``init`` makes them.
+    shapes = jax.eval_shape(AFA(cfg).init, jax.random.PRNGKey(0), img, img, fm)
+    stats = _init_variables(AFA(cfg), jax.random.PRNGKey(0), img, img, fm,
+                            fast=bool(config.model.fast_init))["batch_stats"]
+    variables = f32({"params": ck["params"]["afa"], "batch_stats": stats})
+    common.check_tree_matches(shapes, variables, f"{workdir}: AFA variables")
+  common.save_native(out_path, kind, convert_goae._config_to_json(cfg), variables, half=half)
+  return cfg, variables

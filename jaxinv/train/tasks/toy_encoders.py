@@ -25,14 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinv.convert.psp import TOY_ENCODERS as FILES
+from jaxinv.convert.psp import TOY_GOAE_ENCODER as GOAE_ENCODER
 
 OFFSETS = (-0.6, 0.0, 0.6)
 
 
 def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
-             offsets=OFFSETS) -> dict:
+             offsets=OFFSETS, afa=None) -> dict:
   """``encoder`` (path or loaded checkpoint) with the toy G on held-out scenes: per yaw offset
-  ``{psnr, ssim, depth_l1}`` of the inversion and of the mean latent, plus their input-view gap."""
+  ``{psnr, ssim, depth_l1}`` of the inversion and of the mean latent, plus their input-view gap.
+
+  ``method='goae'``: with ``afa`` (a file) the full GOAE; without, its stage-1 encoder alone
+  (the w+ it predicts, rendered by G)."""
   import jaxinv
   from jaxinv.data import world
   from jaxinv.eval import world_views
@@ -45,7 +49,11 @@ def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
     z = zs[i:i + batch]
     c_in = world.orbit_label(np.zeros(len(z)))
     image = world.render(z, c_in, resolution=G.config.img_resolution)["image"]
-    inv = jaxinv.invert(image, pose=c_in, method=method, weights=dict(encoder=encoder))
+    if method == "goae" and afa is None:
+      inv = _goae_encoder_only(encoder, G, image, c_in)
+    else:
+      w = dict(encoder=encoder, **({"afa": afa} if afa is not None else {}))
+      inv = jaxinv.invert(image, pose=c_in, method=method, weights=w)
     for o in offsets:
       c = world.orbit_label(np.full(len(z), o))
       for k, pred in (("inversion", inv.render(c)),
@@ -60,26 +68,55 @@ def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
   return out
 
 
+def _goae_encoder_only(path, G, image, c):
+  from jaxinv.convert import goae as convert_goae
+  from jaxinv.inversion import goae as gi
+  from jaxinv.inversion.result import Inversion
+  from jaxinv.models.encoders.goae import GOAEncoder
+  from jaxinv.ops.pooling import adaptive_avg_pool2d
+  ecfg, variables = convert_goae.load_any(path, convert_goae.ENCODER_KIND)
+  s = ecfg.swin.img_size
+  ws = GOAEncoder(ecfg).apply(variables, adaptive_avg_pool2d(image, (s, s)))["ws"]
+  ws = ws + G.params["params"]["backbone"]["mapping"]["w_avg"]
+  return Inversion(G, ws, c, "goae")
+
+
 def export(workdir: str, out_path: str, command: str = "", commit: str = "",
-           num_scenes: int = 16, step: int | None = None, half: bool = True) -> dict:
+           num_scenes: int = 16, step: int | None = None, half: bool = True,
+           goae_encoder: str | None = None) -> dict:
   """Writes the encoder of ``workdir`` (its checkpoint at ``step``, default the latest) as
   ``out_path`` and its ``.json`` manifest. ``half``: weights stored as float16 (half the bytes of
-  the 40 MB asset budget; the held-out metrics are measured on the file as stored)."""
+  the 40 MB asset budget; the held-out metrics are measured on the file as stored).
+
+  GOAE: a stage-1 run writes the encoder, a stage-2 run the AFA, measured with the encoder file
+  ``goae_encoder`` (default: ``toy_goae_encoder.npz`` beside ``out_path``)."""
   from jaxinv.train import checkpoint as ckpt
   from jaxinv.train.metrics import first_and_last_logged
   from jaxinv.train.tasks import psp_family
   config = psp_family.read_config(workdir)
   method = str(psp_family.cfg_get(config, "task", ""))
-  if method not in FILES:
+  if method not in FILES and method != "goae":
     raise ValueError(f"{workdir}: a {method!r} run; toy encoders exist for {sorted(FILES)}")
   step = int(ckpt.load_checkpoint(workdir, step)["step"])
-  if method in ("triplanenet", "nerf3de"):
+  extra, enc = {}, None
+  if method == "goae" and int(config.stage) == 2:   # checked before anything is written
+    enc = goae_encoder or os.path.join(os.path.dirname(out_path), GOAE_ENCODER)
+    if not os.path.isfile(enc):
+      raise FileNotFoundError(f"a GOAE stage-2 run is measured with its stage-1 encoder file: no "
+                              f"such file {enc} (export the stage-1 run first)")
+  if method in ("triplanenet", "nerf3de", "goae"):
     import importlib
     task = importlib.import_module(f"jaxinv.train.tasks.{method}")
     task.export(workdir, out_path, config, step=step, half=half)
   else:
     psp_family.export_encoder(workdir, out_path, config, step=step, half=half)
-  metrics = evaluate(method, out_path, num_scenes=num_scenes)
+  if enc is not None:
+    metrics = evaluate(method, enc, num_scenes=num_scenes, afa=out_path)
+    extra = dict(stage=2, encoder_file=os.path.basename(enc))
+  else:
+    metrics = evaluate(method, out_path, num_scenes=num_scenes)
+    if method == "goae":
+      extra = dict(stage=1)
   first, _ = first_and_last_logged(workdir)
   last = _logged_at_or_before(workdir, step)
   manifest = dict(
@@ -87,7 +124,7 @@ def export(workdir: str, out_path: str, command: str = "", commit: str = "",
       config=config.to_dict(), training_command=command, commit=commit, steps=step,
       scheduled_steps=int(psp_family.cfg_get(config, "total_steps", 0)), first_logged=first,
       last_logged=last, heldout_metrics=metrics, size_bytes=os.path.getsize(out_path),
-      stored="float16" if half else "float32")
+      stored="float16" if half else "float32", **extra)
   with open(os.path.splitext(out_path)[0] + ".json", "w") as f:
     json.dump(manifest, f, indent=1, default=float)
   return manifest
@@ -114,6 +151,8 @@ def _main(argv=None):
                  help="the training command recorded (default: configs/<task>.py:toy)")
   p.add_argument("--num_scenes", type=int, default=16)
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+  p.add_argument("--goae-encoder", default=None,
+                 help="GOAE stage 2: the stage-1 encoder file (default: beside --out)")
   p.add_argument("--float32", action="store_true",
                  help="store float32 weights (default: float16, half the bytes)")
   p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -127,12 +166,15 @@ def _main(argv=None):
       raise ValueError(f"--out: expected a .npz path, got {a.out!r}")
     from jaxinv.train.tasks import psp_family
     task = psp_family.cfg_get(psp_family.read_config(a.workdir), "task", "")
-    command = a.command or (f"python -m jaxinv.train --config configs/{task}.py:toy "
+    cfg = psp_family.read_config(a.workdir)
+    arg = f"stage={psp_family.cfg_get(cfg, 'stage', 1)},toy" if task == "goae" else "toy"
+    command = a.command or (f"python -m jaxinv.train --config configs/{task}.py:{arg} "
                             f"--workdir {a.workdir}")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     m = export(a.workdir, os.path.abspath(a.out), command=command, commit=commit,
-               num_scenes=a.num_scenes, step=a.step, half=not a.float32)
+               num_scenes=a.num_scenes, step=a.step, half=not a.float32,
+               goae_encoder=a.goae_encoder)
   except (OSError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
