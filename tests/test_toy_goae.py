@@ -65,6 +65,9 @@ def test_exported_toy_runs_invert_as_the_stage2_task_renders(runs, tmp_path):
   for w in (w1, w2):
     rows = [json.loads(x) for x in (w / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+  from jaxinv.train.export import main as export_main
+  assert export_main(["--workdir", str(w1), "--out", str(tmp_path / "e.npz")]) == 0
+  assert export_main(["--workdir", str(w2), "--out", str(tmp_path / "a.npz")]) == 0
   enc, afa = tmp_path / "toy_goae_encoder.npz", tmp_path / "toy_goae_afa.npz"
   m1 = toy_encoders.export(str(w1), str(enc), num_scenes=2)
   assert m1["stage"] == 1 and m1["stored"] == "float16"

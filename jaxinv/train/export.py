@@ -6,6 +6,8 @@ inference reads.
   ``latent_avg`` = the generator's ``w_avg``);
 * ``triplanenet`` runs (``model.offset_input='v1'``) and ``nerf3de`` runs: both encoders as the
   native file of ``jaxinv.invert(method=..., weights={..., "encoder": FILE})``;
+* ``goae`` runs: stage 1 the encoder file, stage 2 the AFA file
+  (``weights={"encoder": ENC, "afa": AFA}``);
 * ``toy_eg3d`` runs: the generator ``.npz`` and its manifest (``jaxinv.train.tasks.toy_eg3d``);
 * ``zignerf`` runs: stage generator -> G and D, stage inverter -> the inverter, each with a
   manifest (``jaxinv.train.tasks.zignerf``; ``jaxinv.invert(method="zignerf")`` reads them).
@@ -32,6 +34,9 @@ def export(workdir: str, out: str, step: int | None = None):
   if task == "nerf3de":
     from jaxinv.train.tasks import nerf3de
     return nerf3de.export(workdir, out, config, step)
+  if task == "goae":
+    from jaxinv.train.tasks import goae
+    return goae.export(workdir, out, config, step)
   if task == "toy_eg3d":
     from jaxinv.train.tasks import toy_eg3d
     if step is not None:
@@ -44,7 +49,8 @@ def export(workdir: str, out: str, step: int | None = None):
     return zignerf.export(workdir, out, command=f"python -m jaxinv.train --config "
                           f"configs/zignerf.py:stage={config.get('stage')} --workdir {workdir}")
   raise ValueError(f"{workdir}: a {task!r} run; exportable runs: "
-                   f"{', '.join(sorted(psp_family.KINDS))}, triplanenet, nerf3de, toy_eg3d, zignerf")
+                   f"{', '.join(sorted(psp_family.KINDS))}, triplanenet, nerf3de, goae, toy_eg3d, "
+                   "zignerf")
 
 
 def main(argv=None) -> int:
