@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-NATIVE_FORMAT_VERSION = 2   # 2: float32 arrays may be stored as float16 (``save_native(half=True)``)
+# 2: float32 arrays may be stored as float16 (``save_native(half=True)``)
+NATIVE_FORMAT_VERSION = 2
 _META_KEY = "__jaxinv__"
 _SEP = "/"
 

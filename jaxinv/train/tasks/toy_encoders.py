@@ -1,7 +1,8 @@
 """The built-in encoders of the procedural world (issue 12): held-out evaluation and export.
 
-A pSp-family, TriPlaneNet or NeRF-3DE run trained on the toy generator (``configs/psp.py:toy``, ...) becomes
-``jaxinv/assets/toy_<method>.npz`` (the native encoder file of ``jaxinv.load_encoder``) plus a
+A run of an encoder method's ``:toy`` config on the toy generator (``configs/psp.py:toy``, ...)
+becomes ``jaxinv/assets/toy_<method>.npz`` (the native file of ``jaxinv.load_encoder``; GOAE: its
+encoder and AFA files, one per stage) plus a
 ``.json`` manifest: the run's config, the training command, the commit, the steps trained, the
 first and last logged losses and the metrics measured here on held-out world scenes.
 ``jaxinv.invert(image, pose, method=<method>)`` with ``weights=None`` then uses it with the toy G.
@@ -70,7 +71,6 @@ def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
 
 def _goae_encoder_only(path, G, image, c):
   from jaxinv.convert import goae as convert_goae
-  from jaxinv.inversion import goae as gi
   from jaxinv.inversion.result import Inversion
   from jaxinv.models.encoders.goae import GOAEncoder
   from jaxinv.ops.pooling import adaptive_avg_pool2d
