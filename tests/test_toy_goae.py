@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import pytest
 
+from _toy_runs import short_run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
 
@@ -31,19 +33,12 @@ def test_toy_configs():
 
 
 def _short(stage, work, **extra):
-  from jaxinv.train import train_and_evaluate
   c = goae_config.get_config(f"stage={stage},toy")
   c.batch_size = 2
-  c.total_steps = c.checkpoint_every = 2
-  c.log_every = 1
   c.progressive.stage_list = (0, 0, 1)
-  c.preview_every = 0
-  c.progress = False
-  c.tensorboard = False
   for k, v in extra.items():
     c.encoder[k] = v
-  train_and_evaluate(c, str(work))
-  return c
+  return short_run(c, work)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import pytest
 
+from _toy_runs import short_run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
 
@@ -28,20 +30,13 @@ def test_toy_config():
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-  from jaxinv.train import train_and_evaluate
   work = tmp_path_factory.mktemp("n3_toy")
   c = n3_config.get_config("toy")
   c.batch_size, c.data.identities, c.data.views = 4, 2, 2
   c.losses.margin_samples = 64
-  c.total_steps = c.checkpoint_every = 2
-  c.log_every = 1
   c.schedule.refiner_start = 1
   c.schedule.freeze_base = False   # both encoders take a step
-  c.preview_every = 0
-  c.progress = False
-  c.tensorboard = False
-  train_and_evaluate(c, str(work))
-  return work, c
+  return work, short_run(c, work)
 
 
 @pytest.mark.slow

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _toy_runs import short_run
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "configs"))
 
@@ -31,18 +33,11 @@ def test_toy_config():
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-  from jaxinv.train import train_and_evaluate
   work = tmp_path_factory.mktemp("tpn_toy")
   c = tpn_config.get_config("toy")
   c.batch_size = 2
-  c.total_steps = c.checkpoint_every = 2
-  c.log_every = 1
   c.schedule.add_triplanenet = 1   # both branches take a step
-  c.preview_every = 0
-  c.progress = False
-  c.tensorboard = False
-  train_and_evaluate(c, str(work))
-  return work, c
+  return work, short_run(c, work)
 
 
 @pytest.mark.slow
