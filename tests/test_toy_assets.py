@@ -93,64 +93,78 @@ def test_a_short_run_of_the_training_command_reproduces_the_manifests_first_loss
     assert row[k] == pytest.approx(first[k], rel=2e-3), k
 
 
-TOY_PSP = ASSETS / "toy_psp.npz"
+from jaxinv.convert.psp import TOY_ENCODERS, toy_encoder_path  # noqa: E402
+
+SHIPPED = [m for m in TOY_ENCODERS if toy_encoder_path(m) is not None]
+NOT_SHIPPED = [m for m in TOY_ENCODERS if m not in SHIPPED]
 
 
-@pytest.fixture(scope="module")
-def toy_psp():
-  if not TOY_PSP.is_file():
-    pytest.skip(f"{TOY_PSP} is not shipped in this checkout")
-  return json.loads(TOY_PSP.with_suffix(".json").read_text())
+def _manifest(method):
+  path = toy_encoder_path(method)
+  path = path[-1] if isinstance(path, tuple) else path   # GOAE: the stage-2 (AFA) file's
+  return json.loads(pathlib.Path(path).with_suffix(".json").read_text())
 
 
-def test_builtin_psp_encoder_inverts_held_out_scenes_with_weights_none(toy_psp):
-  # weights=None means the toy G *and* its built-in pSp encoder: the manifest's held-out numbers
-  # (16 scenes) hold on 4 of the same scenes, and the encoder beats the generator's mean latent.
+def _explicit_weights(method):
+  path = toy_encoder_path(method)
+  return dict(encoder=path[0], afa=path[1]) if method == "goae" else dict(encoder=path)
+
+
+def test_psp_ships():
+  assert "psp" in SHIPPED   # the floor tests below are parametrised over what ships
+
+
+@pytest.mark.parametrize("method", SHIPPED)
+def test_builtin_encoder_inverts_held_out_scenes_with_weights_none(method):
+  # weights=None means the toy G *and* the method's built-in encoder: the manifest's held-out
+  # numbers (16 scenes) hold on 4 of the same scenes, and the encoder beats the mean latent.
   from jaxinv.train.tasks import toy_encoders
-  assert toy_psp["method"] == "psp" and toy_psp["steps"] > 0
-  assert toy_psp["config"]["generator"]["path"] == "toy"
-  m = toy_encoders.evaluate("psp", None, num_scenes=4, batch=4, offsets=(0.0, 0.6))
-  ref = toy_psp["heldout_metrics"]
+  man = _manifest(method)
+  assert man["method"] == method and man["steps"] > 0
+  assert man["config"]["generator"]["path"] == "toy"
+  m = toy_encoders.evaluate(method, None, num_scenes=4, batch=4, offsets=(0.0, 0.6))
+  ref = man["heldout_metrics"]
   for off in ("+0.0", "+0.6"):
     assert m["inversion"][off]["psnr"] >= ref["inversion"][off]["psnr"] - 1.5, (off, m, ref)
   assert m["inversion"]["+0.0"]["psnr"] > m["mean_latent"]["+0.0"]["psnr"] + 0.5, m
   # The same result as naming the file explicitly.
-  import jaxinv
-  from jaxinv.data import world
   z = world.sample_z(jax.random.PRNGKey(3), 1)
   c = world.orbit_label(np.zeros(1))
   image = world.render(z, c, resolution=128)["image"]
-  a = jaxinv.invert(image, pose=c, method="psp")
-  b = jaxinv.invert(image, pose=c, method="psp", weights=dict(encoder=str(TOY_PSP)))
+  a = jaxinv.invert(image, pose=c, method=method)
+  b = jaxinv.invert(image, pose=c, method=method, weights=_explicit_weights(method))
   np.testing.assert_array_equal(np.asarray(a.ws), np.asarray(b.ws))
 
 
-def test_methods_without_a_builtin_encoder_still_ask_for_one():
-  import jaxinv
-  from jaxinv.data import world
+@pytest.mark.parametrize("method", NOT_SHIPPED)
+def test_methods_without_a_builtin_encoder_still_ask_for_one(method):
   c = world.orbit_label(np.zeros(1))
   image = world.render(world.sample_z(jax.random.PRNGKey(3), 1), c, resolution=128)["image"]
   with pytest.raises(ValueError, match="needs its encoder"):
-    jaxinv.invert(image, pose=c, method="e4e")
+    jaxinv.invert(image, pose=c, method=method)
 
 
 @pytest.mark.slow
-def test_a_short_run_of_the_psp_training_command_reproduces_the_manifests_first_losses(
-    toy_psp, tmp_path):
+@pytest.mark.parametrize("method", SHIPPED)
+def test_a_short_run_of_an_encoders_training_command_reproduces_its_manifests_first_losses(
+    method, tmp_path):
   import importlib.util
   from jaxinv.train import train_and_evaluate
+  man = _manifest(method)
   spec = importlib.util.spec_from_file_location(
-      "psp_cfg", pathlib.Path(__file__).resolve().parents[1] / "configs" / "psp.py")
+      f"{method}_cfg", pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{method}.py")
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  c = mod.get_config("toy")
-  assert c.to_dict() == toy_psp["config"]        # the shipped encoder's config is the file's
-  first = toy_psp["first_logged"]
+  c = mod.get_config(f"stage={man['stage']},toy" if method == "goae" else "toy")
+  assert c.to_dict() == man["config"]        # the shipped encoder's config is the file's
+  first = man["first_logged"]
   c.total_steps = c.checkpoint_every = int(first["step"])
   c.preview_every = 0
   c.progress = False
   train_and_evaluate(c, str(tmp_path))
   row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
   assert row["step"] == first["step"]
-  for k in ("loss", "l2"):
+  keys = [k for k in first if k == "loss" or k.startswith("loss_")]
+  assert "loss" in keys
+  for k in keys:
     assert row[k] == pytest.approx(first[k], rel=2e-3), k
