@@ -78,9 +78,8 @@ def test_exported_toy_runs_invert_as_the_stage2_task_renders(runs, tmp_path):
   z = world.sample_z(jax.random.PRNGKey(13), 2)
   cam = world.orbit_label(np.array([0.0, 0.5]))
   x = world.render(z, cam, resolution=128)["image"]
-  # the stage-2 task renders with the run's own (float32) stage-1 encoder: export it so too
-  enc32 = tmp_path / "enc32.npz"
-  toy_encoders.export(str(w1), str(enc32), num_scenes=2, half=False)
+  # the stage-2 task renders with the run's own (float32) stage-1 encoder: train.export's file
+  enc32 = tmp_path / "e.npz"
   from jaxinv.inversion import goae as gi
   goae = gi.load_goae(str(enc32), str(afa))
   G = jaxinv.load_generator("toy")
