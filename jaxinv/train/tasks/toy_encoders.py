@@ -70,14 +70,14 @@ def evaluate(method: str, encoder, num_scenes: int = 16, batch: int = 8,
 
 
 def _goae_encoder_only(path, G, image, c):
+  """GOAE's stage-1 encoder alone: its w+ (``inversion.goae.encode``, which reads no AFA)."""
   from jaxinv.convert import goae as convert_goae
+  from jaxinv.inversion import goae as gi
   from jaxinv.inversion.result import Inversion
-  from jaxinv.models.encoders.goae import GOAEncoder
   from jaxinv.ops.pooling import adaptive_avg_pool2d
   ecfg, variables = convert_goae.load_any(path, convert_goae.ENCODER_KIND)
   s = ecfg.swin.img_size
-  ws = GOAEncoder(ecfg).apply(variables, adaptive_avg_pool2d(image, (s, s)))["ws"]
-  ws = ws + G.params["params"]["backbone"]["mapping"]["w_avg"]
+  ws = gi.encode(gi.GOAE(ecfg, None, variables, None), G, adaptive_avg_pool2d(image, (s, s)))
   return Inversion(G, ws, c, "goae")
 
 
