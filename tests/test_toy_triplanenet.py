@@ -26,7 +26,8 @@ def test_toy_config():
   assert c.losses.loss_resolution == 128 and c.losses.mirror == 0.1
   assert c.losses.lpips_psp == c.losses.id_triplane == 0.0
   assert c.data.synthetic.kind == "uniform" and c.data.synthetic.yaw_range == 1.0
-  assert (c.schedule.add_triplanenet, c.schedule.stop_psp, c.total_steps) == (500, 2000, 3000)
+  assert c.model.psp_init == "toy"             # branch 1: the built-in toy pSp, frozen
+  assert (c.schedule.add_triplanenet, c.schedule.stop_psp, c.total_steps) == (0, 0, 1000)
   with pytest.raises(ValueError, match="pick one"):
     tpn_config.get_config("runlocal,toy")
 
@@ -36,7 +37,6 @@ def toy_run(tmp_path_factory):
   work = tmp_path_factory.mktemp("tpn_toy")
   c = tpn_config.get_config("toy")
   c.batch_size = 2
-  c.schedule.add_triplanenet = 1   # both branches take a step
   return work, short_run(c, work)
 
 
@@ -57,6 +57,10 @@ def test_exported_toy_run_inverts_as_the_task_renders(toy_run, tmp_path):
 
   enc = jaxinv.load_encoder(out)
   assert type(enc.triplane_model).__name__ == "SmallOffsetEncoder" and enc.psp_model.input_size == 64
+  # Branch 1 started from the built-in toy pSp and stayed frozen: its weights are that file's.
+  from jaxinv.convert.psp import load_native_encoder, toy_encoder_path
+  psp = load_native_encoder(toy_encoder_path("psp")).variables
+  jax.tree_util.tree_map(np.testing.assert_array_equal, dict(enc.psp_variables), dict(psp))
   z = world.sample_z(jax.random.PRNGKey(11), 2)
   cam = world.orbit_label(np.array([0.0, 0.4]))
   x = world.render(z, cam, resolution=128)["image"]
@@ -84,3 +88,28 @@ def test_export_refuses_a_nine_channel_run(tmp_path):
   c.model.offset_input = "paper"
   with pytest.raises(ValueError, match="only 'v1' runs export"):
     triplanenet.export(str(tmp_path), str(tmp_path / "x.npz"), c)
+
+
+def test_psp_init_refuses_a_missing_or_foreign_file(tmp_path):
+  from jaxinv.train.tasks import build_task
+  c = tpn_config.get_config("toy")
+  c.model.psp_init = str(tmp_path / "none.npz")
+  with pytest.raises(FileNotFoundError, match="psp_init: no such file"):
+    build_task(c)
+  # a pSp file of another shape (the release trunk) does not fit branch 1
+  from jaxinv.convert.psp import EncoderCheckpoint, build_encoder, save_native_encoder
+  from jaxinv.train.tasks.psp_family import TINY_TAPS, TINY_UNITS
+  wider = [list(u) for u in TINY_UNITS[:-1]] + [[48, 96, 2]]   # the last unit wider
+  model = build_encoder("psp", 14, units=wider, taps=TINY_TAPS, input_size=64)
+  v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+  bad = tmp_path / "other.npz"
+  save_native_encoder(bad, EncoderCheckpoint("psp", model, v, np.zeros((14, 512), np.float32), {}))
+  c.model.psp_init = str(bad)
+  with pytest.raises(ValueError, match="branch 1's variables"):
+    build_task(c)
+  # the toy pSp's network with another latent average: an encoder of another generator
+  from jaxinv.convert.psp import load_native_encoder, toy_encoder_path
+  ck = load_native_encoder(toy_encoder_path("psp"))
+  save_native_encoder(bad, ck._replace(latent_avg=np.zeros((14, 512), np.float32)))
+  with pytest.raises(ValueError, match="not this generator's w_avg"):
+    build_task(c)

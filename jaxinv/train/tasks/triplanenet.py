@@ -249,6 +249,37 @@ def _models(config, G):
   return psp, tri, in_ch, size, size
 
 
+def _psp_init(path: str, psp_model, enc_size: int, G):
+  """``model.psp_init``: branch 1's ``(params, model_state)`` from a native pSp encoder file
+  (``"toy"``: the built-in toy pSp), or None. The file's network must be branch 1's, and its
+  ``latent_avg`` the generator's ``w_avg`` (both add it to the encoder's output)."""
+  if not path:
+    return None
+  from jaxinv.convert.common import check_tree_matches
+  from jaxinv.convert.psp import PSP, _canonical_type, load_native_encoder, toy_encoder_path
+  if path == "toy":
+    path = toy_encoder_path("psp")
+    if path is None:
+      raise FileNotFoundError("model.psp_init='toy': the built-in toy pSp encoder "
+                              "(jaxinv/assets/toy_psp.npz) is not shipped in this install")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"model.psp_init: no such file: {path}")
+  ck = load_native_encoder(path)
+  if _canonical_type(ck.encoder_type) != PSP:
+    raise ValueError(f"model.psp_init: {path} holds a {ck.encoder_type} encoder, not pSp's "
+                     f"{PSP}")
+  template = jax.eval_shape(psp_model.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, enc_size, enc_size, 3)))
+  check_tree_matches(template, ck.variables, f"model.psp_init {path}: branch 1's variables")
+  w_avg = np.broadcast_to(np.asarray(w_avg_of(G), np.float32), (G.num_ws, G.config.w_dim))
+  if ck.latent_avg is None or not np.allclose(ck.latent_avg, w_avg, atol=2e-2):
+    raise ValueError(f"model.psp_init: {path}'s latent_avg is not this generator's w_avg "
+                     "(an encoder of another generator)")
+  variables = jax.tree_util.tree_map(jnp.asarray, dict(ck.variables))
+  params = variables.pop("params")
+  return params, variables
+
+
 # --------------------------------------------------------------------------------- the task
 
 def _weights(lc, prefix: str, pixel_key: str) -> BranchWeights:
@@ -290,11 +321,14 @@ def build(config) -> Task:
   use_stash = order == "paper"
   dcfg = config.discriminator
   use_d = bool(dcfg.enabled)
+  psp_init = _psp_init(str(get(config.model, "psp_init", "") or ""), psp_model, enc_size, G0)
 
   def init(key):
     k1, k2, k3 = jax.random.split(key, 3)
     psp_p, psp_c = split_variables(psp_model.init(k1, jnp.zeros((1, enc_size, enc_size, 3))))
     tri_p, tri_c = split_variables(tri_model.init(k2, jnp.zeros((1, enc_size, enc_size, in_ch))))
+    if psp_init is not None:   # branch 1 starts from a trained pSp encoder (model.psp_init)
+      psp_p, psp_c = psp_init
     params = {"psp": psp_p, "triplane": tri_p}
     # BatchNorm statistics (the release IR-SE trunks) are model_state: both coaches train with
     # ``net.train()``, i.e. batch statistics, and update the running ones on every forward.
