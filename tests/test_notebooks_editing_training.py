@@ -17,7 +17,7 @@ def test_editing_runs(tmp_path):
 def test_train_an_encoder_runs_and_its_loss_falls(tmp_path):
   N.run(N.path("03_train_an_encoder"), tmp_path)
   rows = [json.loads(l) for l in (tmp_path / "runs" / "psp_toy" / "metrics.jsonl").open()]
-  assert [r["step"] for r in rows] == [5, 10, 15]
+  assert [r["step"] for r in rows] == [1, 5, 10, 15]
   assert rows[-1]["loss"] < rows[0]["loss"]
   assert any((tmp_path / "runs" / "psp_toy" / "tensorboard").iterdir())
   assert (tmp_path / "runs" / "psp_toy" / "encoder.npz").stat().st_size > 0

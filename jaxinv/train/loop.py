@@ -9,8 +9,9 @@ Order of a run:
 3. Resume: the latest complete checkpoint in ``WORKDIR/checkpoints`` (state and this process's
    data-iterator position) if there is one, else ``config.init_from`` (another run's workdir:
    its params only), else the fresh init.
-4. Steps ``state.step .. total_steps - 1``: one jitted step each (state donated). Every
-   ``log_every`` steps metrics go to ``metrics.jsonl`` / TensorBoard / the progress bar;
+4. Steps ``state.step .. total_steps - 1``: one jitted step each (state donated). After
+   step 1 (the starting losses) and every ``log_every`` steps metrics go to ``metrics.jsonl`` /
+   TensorBoard / the progress bar;
    every ``checkpoint_every`` steps (and at the end, and on SIGTERM) a checkpoint is saved,
    after the NaN/Inf guard has checked that nothing non-finite happened since the last one.
    Every ``preview_every`` steps (if the task has ``preview``) an image grid goes to TensorBoard.
@@ -244,7 +245,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state, metrics = train_step(state, frozen, hb)
         done = s + 1
         del prev_state
-        log_now = done % log_every == 0 or done == total
+        log_now = done % log_every == 0 or done == total or done == 1
         if log_now or done % nan_every == 0:
           guard(done)
         if log_now:
