@@ -138,11 +138,10 @@ def build_encoder(encoder_type: str, n_styles: int, in_ch: int = 3, *, units=Non
   kw = {}
   if units is not None:
     kw["units"] = tuple(UnitSpec(*(int(v) for v in u)) for u in units)
-  if kind != WPLUS:
-    if taps is not None:
-      kw["taps"] = tuple(int(t) for t in taps)
-    if input_size is not None:
-      kw["input_size"] = int(input_size)
+  if kind != WPLUS and taps is not None:
+    kw["taps"] = tuple(int(t) for t in taps)
+  if input_size is not None:
+    kw["input_size"] = int(input_size)
   return cls(n_styles=n_styles, in_ch=in_ch, **kw)
 
 

@@ -235,12 +235,15 @@ class WPlusEncoder(nn.Module):
   """PREIM3D's ``BackboneEncoderUsingLastLayerIntoWPlus``.
 
   ``x: [B, 256, 256, 3] -> codes [B, n_styles, 512]``; ``return_features=True`` adds
-  ``{'body': [B,16,16,512], 'pool7': [B,7,7,512], 'fc512': [B,512]}``.
+  ``{'body': [B,16,16,512], 'pool7': [B,7,7,512], 'fc512': [B,512]}``. ``input_size``: the image
+  size the encoder was trained on, which ``jaxinv.invert`` pools its input to (the adaptive 7x7
+  pool lets the network itself take any multiple of 16, so nothing here would catch a mismatch).
   """
   n_styles: int = 14
   in_ch: int = 3
   units: tuple | None = None       # None: IR-SE-50 (smaller for tests / runlocal)
   w_dim: int = 512
+  input_size: int = 256
 
   @nn.compact
   def __call__(self, x, return_features: bool = False):

@@ -104,7 +104,7 @@ def make_encoder(config, kind: str, n_styles: int):
   if kind == "e4e":
     return psp_enc.Encoder4Editing(n_styles=n_styles, input_size=size, **extra), size
   if kind == "wplus":
-    return psp_enc.WPlusEncoder(n_styles=n_styles, units=extra.get("units")), size
+    return psp_enc.WPlusEncoder(n_styles=n_styles, units=extra.get("units"), input_size=size), size
   raise ValueError(f"unknown encoder kind {kind!r}")
 
 
