@@ -174,3 +174,26 @@ def test_preim3d_alternates_domains_with_latent_regression_and_multiview_id():
   np.testing.assert_allclose(paper, [0, 0, 1e-4, 1e-4, 2e-4], rtol=1e-6)
   release = [float(ramp(jnp.int32(s), 5_000, 5_000, 0.1, 100)) for s in (4_999, 5_000, 10**7)]
   np.testing.assert_allclose(release, [0, 0.1, 10.0], rtol=1e-6)
+
+
+def test_preim3d_toy_takes_its_out_of_domain_half_from_the_world():
+  # PREIM3D's real photos are, in the toy world, the world's own renders (preim3d.real='world').
+  from jaxinv.data import synthetic, world
+  from jaxinv.train.tasks import psp_family as F
+  c = _config("preim3d", "toy", batch_size=2)
+  assert c.preim3d.real == "world"
+  task = build_task(c)
+  frozen = dict(G=F.build_generator(c))
+  key = jax.random.PRNGKey(5)
+  out = jax.jit(lambda k: task.make_batch(frozen, k, jnp.int32(1), None))(key)
+  _, k_out = jax.random.split(key)
+  k_z, k_c = jax.random.split(k_out)
+  cams = synthetic.sample_poses(k_c, 2, F.synthetic_config(c, "stand_in").poses)
+  want = world.render_jit(world.sample_z(k_z, 2), cams, 128)["image"]
+  assert float(out["in_domain"]) == 0 and out["y"].shape == (2, 128, 128, 3)
+  np.testing.assert_allclose(np.asarray(out["y"]), np.asarray(want), atol=2e-3)  # jit vs eager
+  np.testing.assert_array_equal(np.asarray(out["ws"]), 0)
+  for bad, match in (({"preim3d.real": "photos"}, "preim3d.real"),
+                     ({"data.path": "/x"}, "pick one")):
+    with pytest.raises(ValueError, match=match):
+      build_task(_config("preim3d", "toy", **bad))

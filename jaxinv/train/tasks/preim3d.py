@@ -5,7 +5,9 @@ LPIPS, ArcFace. The alternating training scheme: even steps take an in-domain ba
 device (z ~ N(0, I), one uniform yaw +-30 / pitch +-20 deg camera per batch, psi 0.7, the render
 camera as the mapping's conditioning), odd steps an out-of-domain batch (real images from
 ``data.path``; under ``runlocal`` images of the same G from a second pose distribution,
-``config.stand_in``) -- 1:1, in-domain first, chosen inside the jitted step.
+``config.stand_in``; with ``preim3d.real='world'`` photos of the procedural world
+``jaxinv.data.world`` rendered on device at ``stand_in``'s cameras -- the toy world's real images)
+-- 1:1, in-domain first, chosen inside the jitted step.
 
 Loss (Eqs. 4-7): ``l2 * L2 + lpips * LPIPS + lambda_w(step) * L_w [in-domain only]
 + id * ID(x, G(E(x), c)) + lambda_sur(step) * mean_i ID(x, G(E(x), c_sur_i))`` with L2 1.0,
@@ -30,7 +32,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxinv.data import synthetic
+from jaxinv.data import synthetic, world
 from jaxinv.losses import adversarial as adv
 from jaxinv.train.optimizers import make_optimizer
 from jaxinv.train.tasks import psp_family as F
@@ -57,6 +59,15 @@ def build(config) -> Task:
   syn_in = F.synthetic_config(config, "synthetic")
   syn_out = F.synthetic_config(config, "stand_in")
   real_data = bool(F.cfg_get(config.data, "path", ""))
+  real_source = str(F.cfg_get(P, "real", ""))
+  if real_source not in ("", "world"):
+    raise ValueError(f"preim3d.real: expected '' (data.path, else config.stand_in's generated "
+                     f"images) or 'world', got {real_source!r}")
+  if real_source == "world" and real_data:
+    raise ValueError("preim3d.real='world' and data.path both name the real images: pick one")
+  if real_source == "world" and G.config.z_dim != world.Z_DIM:
+    raise ValueError(f"preim3d.real='world' needs a generator of the world (z_dim {world.Z_DIM}), "
+                     f"got z_dim {G.config.z_dim}")
   views = int(P.views)
   sur_yaw, sur_pitch = math.radians(float(P.sur_yaw)), math.radians(float(P.sur_pitch))
 
@@ -76,6 +87,11 @@ def build(config) -> Task:
     def out_domain():
       if host_batch is not None:
         b = F.real(host_batch, enc_size, loss_size, n)
+      elif real_source == "world":
+        k_z, k_c = jax.random.split(k_out)
+        c = synthetic.sample_poses(k_c, batch_size, syn_out.poses)
+        img = world.render_jit(world.sample_z(k_z, batch_size), c, G.config.img_resolution)
+        b = F.real(dict(image=img["image"], c=c), enc_size, loss_size, n)
       else:
         b = F.generated(frozen["G"], k_out, batch_size, syn_out, enc_size, loss_size)
         b["ws"] = jnp.zeros_like(b["ws"])  # not a target: stands in for a real photo

@@ -82,10 +82,10 @@ def psp_family_config(task: str, arg=None) -> ml_collections.ConfigDict:
     ramps = dict(
         paper=dict(w_start=20_000, w_every=5_000, w_delta=1e-4, w_max_increments=1_000_000,
                    sur_start=100_000, sur_every=5_000, sur_delta=1e-4, sur_constant=0.0,
-                   views=4, sur_yaw=20.0, sur_pitch=5.0, center="input"),
+                   views=4, sur_yaw=20.0, sur_pitch=5.0, center="input", real=""),
         release=dict(w_start=5_000, w_every=5_000, w_delta=0.1, w_max_increments=100,
                      sur_start=100_000, sur_every=5_000, sur_delta=0.0, sur_constant=0.1,
-                     views=3, sur_yaw=20.0, sur_pitch=5.0, center="input"))[preset]
+                     views=3, sur_yaw=20.0, sur_pitch=5.0, center="input", real=""))[preset]
     c.preim3d = ml_collections.ConfigDict(ramps)
     c.batch_size = 2 if preset == "release" else 8
     c.total_steps = 2_000_000 if preset == "release" else 500_000
@@ -127,7 +127,9 @@ def _toy(c, task: str) -> None:
 
   * generator: the built-in toy G (``generator.path='toy'``), 128 px images;
   * data: images the toy G renders on device (``synthetic``) over the orbit it was trained on
-    (yaw +-1 rad, pitch +-0.3 rad, uniform), psi 1: the world has no "real" photos to add;
+    (yaw +-1 rad, pitch +-0.3 rad, uniform), psi 1; PREIM3D's out-of-domain half (real photos
+    in the paper) is the world's own renders at the same cameras (``preim3d.real='world'``: the
+    images it is evaluated on, of scenes drawn fresh each step);
   * encoder: the small 4-unit IR-SE trunk on 64 px inputs (the world is flat-shaded colour);
   * losses: pixel L2 on the full 128 px image only -- LPIPS and ArcFace weights are downloads and
     identity means nothing for these heads; PREIM3D keeps its latent regression on generated
@@ -159,7 +161,9 @@ def _toy(c, task: str) -> None:
     c.e4e.progressive_start = 500
     c.e4e.progressive_step_every = 100
   if task == "preim3d":
-    c.stand_in = c.synthetic.copy_and_resolve_references()   # no second domain in the world
+    # The world's photos are its real images: the out-of-domain batches, at the same cameras.
+    c.stand_in = c.synthetic.copy_and_resolve_references()
+    c.preim3d.real = "world"
     c.preim3d.w_start = 0
     c.preim3d.w_every = 100
     c.preim3d.w_delta = 0.1
