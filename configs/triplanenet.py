@@ -75,8 +75,8 @@ differs from the paper's recipe, and why:
   same G, orbit and pixel loss) and stays frozen (``stop_psp=0``); branch 2 trains from step 0,
   1000 steps of batch 8, Ranger lr 1e-3. This is the paper's last phase (branch 1 frozen, branch
   2 fine-tuned) with the first two replaced by the already-trained pSp: on this CPU a step with
-  both branches learning costs 4.8 s (3000 steps would be 4 h), one with branch 1 frozen about
-  half of that (no backward pass or mirror render through the first branch).
+  both branches learning costs 4.8 s (3000 steps would be 4 h); with branch 1 frozen a step
+  skips the backward pass and the mirror render through the first branch.
 """
 import ml_collections
 
