@@ -117,12 +117,13 @@ def test_psp_ships():
 @pytest.mark.parametrize("method", SHIPPED)
 def test_builtin_encoder_inverts_held_out_scenes_with_weights_none(method):
   # weights=None means the toy G *and* the method's built-in encoder: the manifest's held-out
-  # numbers (16 scenes) hold on 4 of the same scenes, and the encoder beats the mean latent.
+  # numbers (16 scenes) hold on 8 of the same scenes (the first 4 alone sit 1-1.5 dB below the
+  # 16-scene mean for pSp, e4e and PREIM3D), and the encoder beats the mean latent.
   from jaxinv.train.tasks import toy_encoders
   man = _manifest(method)
   assert man["method"] == method and man["steps"] > 0
   assert man["config"]["generator"]["path"] == "toy"
-  m = toy_encoders.evaluate(method, None, num_scenes=4, batch=4, offsets=(0.0, 0.6))
+  m = toy_encoders.evaluate(method, None, num_scenes=8, batch=8, offsets=(0.0, 0.6))
   ref = man["heldout_metrics"]
   for off in ("+0.0", "+0.6"):
     assert m["inversion"][off]["psnr"] >= ref["inversion"][off]["psnr"] - 1.5, (off, m, ref)
