@@ -125,8 +125,9 @@ def invert(image, pose=None, *, method: str = "goae", weights=None, key=None, **
       full circle, ``swap_background``, ``swap_object``, ``mix``, ``move``, ``video``); its
       ``pose=None`` means the inverter's pose head, not face detection, and ``weights`` are
       ``generator`` + ``encoder`` (its inverter), None = the built-in world models.
-    weights: None (the built-in toy-world generator ``load_generator("toy")``; for ``psp`` also
-      its built-in toy encoder ``jaxinv/assets/toy_psp.npz``), or a dict /
+    weights: None (the built-in toy-world generator ``load_generator("toy")``; for ``psp``,
+      ``e4e`` and ``preim3d`` also its built-in toy encoder ``jaxinv/assets/toy_<method>.npz``),
+      or a dict /
       ``jaxinv.inversion.invert.Weights`` with ``generator``, ``encoder``, ``afa`` (GOAE),
       ``lpips`` (optimisation baselines), each a file path or an already-loaded object.
     key: ``jax.random`` key for stochastic parts (optimisation noise, renderer draws).
