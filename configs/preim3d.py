@@ -21,8 +21,8 @@ steps. Combine: ``configs/preim3d.py:runlocal,preset=release``.
 ``toy``: an encoder of the procedural world for the built-in toy generator (issue 12): images it
 renders on device over its training orbit, alternating with the world's own renders at the same
 cameras as the real half (``preim3d.real='world'``), the 4-unit encoder on 64 px, pixel L2 only
-(no LPIPS / ArcFace files); ``jaxinv.train.tasks.psp_configs._toy`` says what differs and why. Export the
-run with ``python -m jaxinv.train.export --workdir runs/preim3d_toy --out preim3d_toy.npz``.
+(no LPIPS / ArcFace files); ``jaxinv.train.tasks.psp_configs._toy`` says what differs and why.
+Export the run with ``python -m jaxinv.train.export --workdir runs/preim3d_toy --out preim3d_toy.npz``.
 """
 from jaxinv.train.tasks.psp_configs import psp_family_config
 
